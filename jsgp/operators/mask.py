@@ -1,0 +1,41 @@
+"""Pixel mask: inpainting's sampling operator."""
+from __future__ import annotations
+
+from typing import Tuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jsgp.operators.base import LinearOperator
+
+
+@struct.dataclass
+class PixelMask(LinearOperator):
+  """``y = m * x`` with a 0/1 mask ``m`` of the image's shape.
+
+  Missing pixels are kept as zeros rather than dropped, so every instance of a batch has the same
+  output shape whatever its sampling rate; the objective is unchanged. Self-adjoint.
+  """
+
+  mask: jax.Array  # (H, W) 0/1 in the image dtype
+
+  @property
+  def in_shape(self) -> Tuple[int, ...]:
+    return self.mask.shape
+
+  @property
+  def out_shape(self) -> Tuple[int, ...]:
+    return self.mask.shape
+
+  def apply(self, x):
+    return self.mask * x
+
+  def adjoint(self, y):
+    return self.mask * y
+
+
+def random_pixel_mask(key: jax.Array, shape: Tuple[int, int], rate: float,
+                      dtype=jnp.float32) -> PixelMask:
+  """Keep each pixel independently with probability ``rate``."""
+  return PixelMask(mask=jax.random.bernoulli(key, rate, shape).astype(dtype))
