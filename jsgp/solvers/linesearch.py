@@ -1,0 +1,57 @@
+"""Armijo backtracking along a fixed direction, free of operator applications.
+
+Because ``A`` is linear, ``A(x + gamma z) - y = r + gamma A z``: with the residual ``r`` and
+``A z`` in hand every trial costs only elementwise work.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jsgp.operators import sum_squares, vdot_real
+
+
+class LineSearchResult(NamedTuple):
+  gamma: jax.Array       # accepted step along z (0 if none was accepted)
+  objective: jax.Array   # F(x + gamma z)
+  reductions: jax.Array  # number of times gamma was shrunk (int32)
+  accepted: jax.Array    # bool
+
+
+def composite_decrease(problem, x, grad, z) -> jax.Array:
+  """``Delta = <grad f(x), z> + g(x + z) - g(x)``: negative for a descent direction."""
+  return vdot_real(grad, z) + problem.g(x + z) - problem.g(x)
+
+
+def armijo(problem, x, residual, objective, z, Az, delta, *, beta, shrink,
+           max_reductions) -> LineSearchResult:
+  """Largest ``gamma = shrink**i``, ``i < max_reductions``, with
+  ``F(x + gamma z) <= F(x) + beta gamma Delta`` and a finite objective.
+
+  Accepts only when ``Delta <= 0`` so that the objective can never increase; otherwise (or when
+  every trial fails) returns ``gamma = 0`` and ``accepted = False``.
+  """
+
+  def trial(gamma):
+    return 0.5 * sum_squares(residual + gamma * Az) + problem.g(x + gamma * z)
+
+  def fails(gamma, value):
+    return ~(jnp.isfinite(value) & (value <= objective + beta * gamma * delta))
+
+  def cond(carry):
+    gamma, value, i = carry
+    return fails(gamma, value) & (i < max_reductions)
+
+  def body(carry):
+    gamma, _, i = carry
+    gamma = shrink * gamma
+    return gamma, trial(gamma), i + 1
+
+  one = jnp.ones((), jnp.real(objective).dtype)
+  gamma, value, i = jax.lax.while_loop(cond, body, (one, trial(one), jnp.int32(0)))
+  accepted = ~fails(gamma, value) & (delta <= 0) & jnp.isfinite(delta)
+  return LineSearchResult(gamma=jnp.where(accepted, gamma, 0.0),
+                          objective=jnp.where(accepted, value, objective),
+                          reductions=i, accepted=accepted)

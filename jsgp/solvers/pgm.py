@@ -1,0 +1,42 @@
+"""Proximal gradient method (ISTA) with the constant stepsize ``1/L``."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+
+class PGMState(NamedTuple):
+  x: jax.Array          # (Hc, Wc) iterate
+  residual: jax.Array   # A x - y
+  grad: jax.Array       # A^T (A x - y)
+  objective: jax.Array  # F(x)
+  stepsize: jax.Array   # 1/L
+  backtracks: jax.Array  # always 0
+
+
+def first_order_state(problem, x):
+  """``(residual, grad, F)`` at ``x``: one ``A`` and one ``A^T``. Shared by the methods."""
+  residual = problem.residual(x)
+  grad = problem.grad_from_residual(residual)
+  return residual, grad, problem.f_from_residual(residual) + problem.g(x)
+
+
+@struct.dataclass
+class PGM:
+  """``x+ = prox_{g/L}(x - grad f(x) / L)``: one ``A`` and one ``A^T`` per iteration.
+
+  Monotone, since ``1/L`` (``problem.lipschitz`` is an upper estimate) satisfies the descent lemma.
+  """
+
+  def init(self, problem, x0) -> PGMState:
+    residual, grad, objective = first_order_state(problem, x0)
+    step = 1.0 / problem.lipschitz
+    return PGMState(x0, residual, grad, objective, step, jnp.int32(0))
+
+  def step(self, problem, state: PGMState) -> PGMState:
+    x = problem.forward_backward(state.x, state.grad, state.stepsize)
+    residual, grad, objective = first_order_state(problem, x)
+    return state._replace(x=x, residual=residual, grad=grad, objective=objective)
