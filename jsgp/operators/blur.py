@@ -24,11 +24,11 @@ class GaussianBlur(LinearOperator):
 
   @property
   def in_shape(self) -> Tuple[int, ...]:
-    return self.transfer.shape
+    return self.transfer.shape[-2:]
 
   @property
   def out_shape(self) -> Tuple[int, ...]:
-    return self.transfer.shape
+    return self.transfer.shape[-2:]
 
   def apply(self, x):
     return jnp.real(jnp.fft.ifft2(self.transfer * jnp.fft.fft2(x))).astype(self.transfer.dtype)

@@ -22,11 +22,11 @@ class PartialFourier(LinearOperator):
 
   @property
   def in_shape(self) -> Tuple[int, ...]:
-    return self.pattern.shape
+    return self.pattern.shape[-2:]
 
   @property
   def out_shape(self) -> Tuple[int, ...]:
-    return self.pattern.shape
+    return self.pattern.shape[-2:]
 
   def apply(self, x):
     return self.pattern * jnp.fft.fft2(x, norm="ortho")

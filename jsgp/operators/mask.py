@@ -22,11 +22,11 @@ class PixelMask(LinearOperator):
 
   @property
   def in_shape(self) -> Tuple[int, ...]:
-    return self.mask.shape
+    return self.mask.shape[-2:]
 
   @property
   def out_shape(self) -> Tuple[int, ...]:
-    return self.mask.shape
+    return self.mask.shape[-2:]
 
   def apply(self, x):
     return self.mask * x

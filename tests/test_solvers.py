@@ -1,0 +1,203 @@
+"""Solvers against an independent float64 reference minimizer; monotonicity; vmap; bad input."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from skimage import data as skdata
+from skimage import transform
+
+from jsgp.operators import sum_squares
+from jsgp.policies import ConstantPolicy
+from jsgp.problems import L1Problem, Task, make_problem, simulate, simulate_batch
+from jsgp.prox import soft_threshold
+from jsgp.solvers import DRS, FISTA, PGM, SGP, run, solve
+
+SHAPE = (32, 32)
+# lam per task for the convergence tests: large enough that PGM reaches a 1e-6 gap in a few
+# thousand iterations (the paper's deblurring lam = 1e-5 would take millions).
+TEST_LAM = {"inpainting": 1.0, "fourier": 1.0, "deblur": 0.5}
+
+
+def _image(shape=SHAPE):
+  return jnp.asarray(transform.resize(skdata.camera().astype(np.float64), shape,
+                                      anti_aliasing=True))
+
+
+@functools.lru_cache(maxsize=None)
+def problem_for(task):
+  return simulate(Task(task, SHAPE, rate=0.5, lam=TEST_LAM[task]), _image(), jax.random.PRNGKey(7))
+
+
+@functools.partial(jax.jit, static_argnames="max_iter")
+def _restarted_apg(problem: L1Problem, max_iter: int):
+  """Independent reference: accelerated proximal gradient with function-value restart
+  (O'Donoghue & Candes 2015), constant step 1/L, written without the package's solvers."""
+  step = 1.0 / problem.lipschitz
+  F = lambda v: 0.5 * sum_squares(problem.op.apply(v) - problem.y) + problem.lam * jnp.sum(
+      jnp.abs(v))
+
+  def body(_, carry):
+    x, z, s, fx = carry
+    grad = problem.op.adjoint(problem.op.apply(z) - problem.y)
+    x_new = soft_threshold(z - step * grad, problem.lam * step)
+    f_new = F(x_new)
+    restart = f_new > fx
+    s_new = jnp.where(restart, 1.0, 0.5 * (1 + jnp.sqrt(1 + 4 * s * s)))
+    z_new = jnp.where(restart, x, x_new + (s - 1) / s_new * (x_new - x))
+    x_new, f_new = jnp.where(restart, x, x_new), jnp.where(restart, fx, f_new)
+    return x_new, z_new, s_new, f_new
+
+  def chunk(carry):  # 200 iterations at a time; stop when F changed < 1e-14 relative
+    state, _, i = carry
+    new = jax.lax.fori_loop(0, 200, body, state)
+    return new, jnp.abs(state[3] - new[3]) / jnp.abs(state[3]), i + 200
+
+  x0 = jnp.zeros(problem.op.in_shape, jnp.float64)
+  start = ((x0, x0, jnp.float64(1.0), F(x0)), jnp.float64(1.0), 0)
+  (x, *_), change, iters = jax.lax.while_loop(
+      lambda c: (c[1] > 1e-14) & (c[2] < max_iter), chunk, start)
+  return x, F(x), iters
+
+
+@functools.lru_cache(maxsize=None)
+def reference(task):
+  """(x*, F*) to float64 accuracy by restarted APG (relative change < 1e-14 over 200
+  iterations, at most 40000), with a first-order optimality check."""
+  problem = problem_for(task)
+  x, f_star, iters = _restarted_apg(problem, 40000)
+  assert int(iters) < 40000, "reference not converged"
+  step = 1.0 / problem.lipschitz
+  fixed_point = problem.forward_backward(x, problem.grad(x), step)
+  assert float(jnp.linalg.norm(fixed_point - x) / jnp.linalg.norm(x)) < 1e-8
+  return x, float(f_star)
+
+
+METHODS = {
+    "pgm": (PGM(), 15000),
+    "fista_b": (FISTA(lipschitz0_factor=0.05), 3000),
+    "sgp_bb": (SGP(), 3000),
+    "sgp_constant": (SGP(stepsize_rule="constant"), 15000),
+    "drs": (DRS(ConstantPolicy(3.0)), 6000),
+}
+
+
+@pytest.mark.parametrize("task", sorted(TEST_LAM))
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_reaches_reference_minimum_float64(task, method):
+  solver, max_iter = METHODS[method]
+  problem = problem_for(task)
+  _, f_star = reference(task)
+  result = solve(solver, problem, max_iter=max_iter, tol=1e-15)
+  gap = (float(result.history.objective[result.num_iter]) - f_star) / f_star
+  assert -1e-9 < gap < 1e-6, f"{method} on {task}: relative gap {gap:.2e} after {result.num_iter}"
+
+
+@pytest.mark.parametrize("task", sorted(TEST_LAM))
+def test_monotone_methods_never_increase(task):
+  problem = problem_for(task)
+  for solver in (PGM(), SGP(), SGP(stepsize_rule="constant"), DRS(ConstantPolicy(50.0))):
+    objective = np.asarray(solve(solver, problem, max_iter=200).history.objective)
+    assert np.all(np.diff(objective) <= 1e-12 * objective[:-1]), type(solver).__name__
+
+
+def test_fista_b_rate_bound():
+  """Beck-Teboulle: F(x_k) - F* <= 2 eta L ||x0 - x*||^2 / (k + 1)^2."""
+  problem = problem_for("inpainting")
+  x_star, f_star = reference("inpainting")
+  eta = 2.0
+  objective = np.asarray(solve(FISTA(eta=eta, lipschitz0_factor=0.05), problem,
+                               max_iter=300).history.objective)
+  k = np.arange(1, 301)
+  bound = 2 * eta * float(problem.lipschitz) * float(jnp.sum(x_star ** 2)) / (k + 1) ** 2
+  assert np.all(objective[1:] - f_star <= bound)
+
+
+def test_backtracking_is_used_and_recorded():
+  problem = problem_for("fourier")
+  history = solve(FISTA(lipschitz0_factor=1e-3), problem, max_iter=20).history
+  assert float(history.backtracks[1]) >= 9  # 2^10 > 1/1e-3: L must grow about ten times
+  assert float(history.stepsize[20]) <= 1.0 / (0.5 * float(problem.lipschitz))
+
+
+def _four_problems():
+  task = Task("inpainting", SHAPE, rate=0.5, lam=1.0)
+  images = jnp.stack([_image(), _image().T, 255 - _image(), jnp.flipud(_image())])
+  problems = simulate_batch(task, images, jax.random.PRNGKey(0))
+  return problems.replace(lam=jnp.asarray([0.5, 1.0, 2.0, 4.0]))
+
+
+def test_vmap_matches_single_runs_with_different_stopping():
+  problems = _four_problems()
+  batched = solve(FISTA(), problems, max_iter=400, tol=1e-7)
+  counts = np.asarray(batched.num_iter)
+  assert len(set(counts.tolist())) == 4, f"instances should stop apart, got {counts}"
+  for i in range(4):
+    single = solve(FISTA(), jax.tree_util.tree_map(lambda a: a[i], problems), max_iter=400,
+                   tol=1e-7)
+    assert int(single.num_iter) == counts[i]
+    np.testing.assert_allclose(batched.x[i], single.x, rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(batched.history.objective[i], single.history.objective,
+                               rtol=1e-12, equal_nan=True)
+
+
+def test_vmap_sgp_matches_single_runs():
+  """SGP-BB amplifies rounding (vmap reorders reductions): compare the first 50 iterations."""
+  problems = _four_problems()
+  batched = solve(SGP(), problems, max_iter=50)
+  for i in range(4):
+    single = solve(SGP(), jax.tree_util.tree_map(lambda a: a[i], problems), max_iter=50)
+    np.testing.assert_allclose(batched.history.objective[i], single.history.objective,
+                               rtol=1e-12)
+    np.testing.assert_allclose(batched.history.stepsize[i], single.history.stepsize, rtol=1e-9)
+
+
+def test_history_nmse_matches_metric():
+  problem = problem_for("fourier")
+  image = _image()
+  result = solve(FISTA(), problem, max_iter=10, reference=image)
+  from jsgp.metrics import nmse_db
+  expected = nmse_db(problem.op.inner.apply(result.x), image)
+  np.testing.assert_allclose(result.history.nmse[10], expected, rtol=1e-10)
+  assert np.all(np.isnan(np.asarray(solve(PGM(), problem, max_iter=5).history.nmse)))
+
+
+def test_zero_measurements_give_zero_solution():
+  problem = problem_for("inpainting").replace(y=jnp.zeros(SHAPE))
+  for solver in (PGM(), FISTA(), SGP(), DRS(ConstantPolicy(2.0))):
+    result = solve(solver, problem, max_iter=20)
+    assert float(jnp.max(jnp.abs(result.x))) == 0.0
+
+
+def test_bad_inputs_raise_before_tracing():
+  problem = problem_for("inpainting")
+  with pytest.raises(ValueError, match="lam"):
+    solve(PGM(), problem.replace(lam=jnp.float64(0.0)))
+  with pytest.raises(ValueError, match="lam"):
+    make_problem(problem.op, problem.y, -1.0)
+  with pytest.raises(ValueError, match="NaN"):
+    solve(PGM(), problem.replace(y=problem.y.at[0, 0].set(jnp.nan)))
+  with pytest.raises(ValueError, match="NaN"):
+    make_problem(problem.op, problem.y.at[3, 3].set(jnp.inf), 0.1)
+  with pytest.raises(ValueError, match="x0 has shape"):
+    solve(PGM(), problem, jnp.zeros((10, 10)))
+  with pytest.raises(ValueError, match="y has shape"):
+    make_problem(problem.op, jnp.zeros((5, 5)), 0.1)
+  with pytest.raises(ValueError, match="stepsize_rule"):
+    SGP(stepsize_rule="newton")
+
+
+def test_run_is_a_pure_function_under_user_jit_and_vmap():
+  """User code composes ``run`` in its own jit/vmap: here over lam without re-validation."""
+  problem = problem_for("deblur")
+  lams = jnp.asarray([0.25, 0.5, 1.0])
+  x0 = jnp.zeros(problem.op.in_shape)
+
+  @jax.jit
+  def objectives(lams):
+    go = lambda lam: run(PGM(), problem.replace(lam=lam), x0, max_iter=30).history.objective[-1]
+    return jax.vmap(go)(lams)
+
+  values = np.asarray(objectives(lams))
+  assert np.all(np.isfinite(values)) and values[0] < values[1] < values[2]
