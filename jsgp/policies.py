@@ -18,3 +18,53 @@ class ConstantPolicy:
 
   def __call__(self, problem, x, grad):
     return jnp.asarray(self.multiplier, x.dtype) / problem.lipschitz
+
+
+# ------------------------------------------------------------------------------------------------
+# Learned policies: a Flax network maps (x, grad) to a bounded log-scale s; d = exp(s) / L.
+
+NUM_INPUT_CHANNELS = 3
+
+
+def network_inputs(problem, x: jax.Array, grad: jax.Array) -> jax.Array:
+  """Canvas channels for the network: ``(Hc, Wc, 3)`` = ``[x, grad, lam/L] / c``.
+
+  "Normalized gradients" (paper, section 6.1): ``x`` and ``grad f(x)`` are divided by ONE common
+  per-instance scale ``c = sqrt(mean(x^2) + mean(grad^2))``, which removes the image's intensity
+  scale but keeps the ratio of iterate to gradient (the quantity a stepsize trades off). The third,
+  constant channel is the ``1/L`` soft threshold ``lam / L`` in the same units, so the network can
+  see the regulariser's strength (the paper's 2 lam / lam/2 robustness test). Gaps of the canvas
+  are zero in every channel but the last. ``x`` is real (the wavelet coefficients of a real image),
+  so partial Fourier needs no real/imaginary split (the paper's 4 channels held complex images).
+  """
+  scale = jnp.sqrt(jnp.mean(x * x) + jnp.mean(grad * grad))
+  scale = jnp.maximum(scale, jnp.finfo(x.dtype).tiny)
+  threshold = jnp.broadcast_to(problem.lam / problem.lipschitz / scale, x.shape)
+  return jnp.stack([x / scale, grad / scale, threshold.astype(x.dtype)], axis=-1)
+
+
+def stepsize_from_log_scale(problem, log_scale: jax.Array) -> jax.Array:
+  """Positive, bounded stepsize (or diagonal) ``exp(s) / L`` from the network's ``s``."""
+  return jnp.exp(log_scale) / problem.lipschitz
+
+
+@struct.dataclass
+class LearnedPolicy:
+  """A trained U-Net as a DRS policy. ``variables`` (params, batch_stats) are pytree leaves, so
+  user code can jit/vmap solvers over them; ``config`` (a ``jsgp.nets.UNetConfig``) is static.
+
+  ``head="step"`` gives one stepsize per instance, ``head="diag"`` a per-coefficient diagonal.
+  Inference mode (BatchNorm running averages): the output of one instance does not depend on the
+  others in a batch.
+  """
+
+  variables: dict
+  config: object = struct.field(pytree_node=False)
+
+  def log_scale(self, problem, x, grad):
+    from jsgp.nets import apply_network  # pylint: disable=import-outside-toplevel
+    inputs = network_inputs(problem, x, grad)[None]
+    return apply_network(self.config, self.variables, inputs, train=False)[0]
+
+  def __call__(self, problem, x, grad):
+    return stepsize_from_log_scale(problem, self.log_scale(problem, x, grad)).astype(x.dtype)
