@@ -8,6 +8,8 @@ connections on the way up. Two heads (static ``UNetConfig.head``):
   ``"step"``: global average pooling of the last feature map, then ONE ``nn.Dense(1)``
       -> ``(B,)``, one number per image.
   ``"diag"``: a 1x1 convolution to one channel -> ``(B, H, W)``, one number per coefficient.
+  ``"image"``: FBPConvNet's residual output, input channel 0 plus a 1x1 convolution ->
+      ``(B, H, W)``, unbounded: the direct-mapping U-Net baseline of the paper's tables.
 
 The network returns a bounded LOG-SCALE ``s = max_log_scale * tanh(raw)``; positivity is the
 caller's business (``stepsize = exp(s) / L``). The final layer (Dense or 1x1 conv) starts with a
@@ -31,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-HEADS = ("step", "diag")
+HEADS = ("step", "diag", "image")
 BN_MOMENTUM = 0.9
 
 Variables = Dict[str, Any]
@@ -45,15 +47,17 @@ class UNetConfig:
     features: channels at the top level; doubled at each of the ``depth`` levels below.
     depth: number of 2x2 poolings; inputs need H, W divisible by ``2**depth``.
     convs_per_level: 3x3 conv + BN + ReLU blocks per level (down, bottleneck and up).
-    head: ``"step"`` -> ``(B,)`` or ``"diag"`` -> ``(B, H, W)``.
-    max_log_scale: bound on the returned log-scale, ``|s| <= max_log_scale``.
+    head: ``"step"`` -> ``(B,)``; ``"diag"`` or ``"image"`` -> ``(B, H, W)``.
+    max_log_scale: bound on the returned log-scale, ``|s| <= max_log_scale``. The default 7
+      (steps in ``[e^-7, e^7] / L``) covers the greedy-oracle steps measured on inpainting,
+      which reach ~1000 / L (BUILD_NOTES.md).
   """
 
   features: int = 16
   depth: int = 3
   convs_per_level: int = 2
   head: str = "step"
-  max_log_scale: float = 3.0
+  max_log_scale: float = 7.0
 
   def __post_init__(self):
     if self.head not in HEADS:
@@ -151,6 +155,8 @@ class StepsizeUNet(nn.Module):
       raw = nn.Dense(1, kernel_init=zeros, bias_init=zeros)(pooled)[:, 0]      # (B,)
     else:
       raw = nn.Conv(1, (1, 1), kernel_init=zeros, bias_init=zeros)(h)[..., 0]  # (B, H, W)
+    if cfg.head == "image":
+      return (x[..., 0].astype(jnp.float32) + raw).astype(out_dtype)
     return (cfg.max_log_scale * jnp.tanh(raw)).astype(out_dtype)
 
 

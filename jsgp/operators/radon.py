@@ -26,8 +26,8 @@ they are bit-identical wherever XLA recomputes them.
 
 Differentiation is JAX's own (jvp, grad, ``jax.linear_transpose`` all work). The per-view bodies
 are ``jax.checkpoint``ed so that reverse mode recomputes each view's bins instead of stacking
-``(n_views, H, W)`` indices and weights as residuals (~1 GB at 512 x 512 x 144); the transpose of
-the scatter is then a gather and vice versa, as fast as the hand-written other direction.
+``(n_views, H, W)`` indices and weights as residuals (~1 GB at 512 x 512 x 144); JAX's transpose
+of the scatter is then a gather (as fast as ``adjoint``) and vice versa.
 """
 from __future__ import annotations
 
@@ -44,7 +44,11 @@ from jsgp.operators.base import LinearOperator
 
 
 def default_n_detectors(image_shape: Tuple[int, int]) -> int:
-  """``ceil(sqrt(2) * max(H, W))``: every pixel centre projects inside the detector (skimage's)."""
+  """``ceil(sqrt(2) * max(H, W))``, skimage's ``circle=False`` width.
+
+  The image's diagonal fits: pixel centres project inside the detector (at some sizes, e.g.
+  128 x 128, a corner pixel's centre is up to 0.01 bin past the end and a sliver of it is dropped).
+  """
   return int(math.ceil(math.sqrt(2.0) * max(image_shape)))
 
 
@@ -52,7 +56,10 @@ def _fraction_bits(image_shape: Tuple[int, int], n_detectors: int) -> int:
   """Fixed-point fraction bits ``S`` with ``|p| * 2^(S + 1) < 2^30`` for every pixel and view."""
   h, w = image_shape
   reach = (w - w // 2) + (h - h // 2) + n_detectors // 2 + 2  # > |x| + |y| + centre
-  return 29 - int(math.ceil(math.log2(reach)))
+  bits = 29 - int(math.ceil(math.log2(reach)))
+  if bits < 12:
+    raise ValueError(f"image {image_shape} / {n_detectors} detectors too large for int32 bins")
+  return bits
 
 
 def _directions(angles: jax.Array, bits: int) -> jax.Array:
@@ -63,14 +70,14 @@ def _directions(angles: jax.Array, bits: int) -> jax.Array:
 
 def _bins_and_weights(direction: jax.Array, image_shape: Tuple[int, int], n_detectors: int,
                       bits: int, dtype) -> Tuple[jax.Array, jax.Array]:
-  """One view's footprints: first bin ``k`` (int32) and the share ``f`` of bin ``k + 1``, ``(H, W)``.
+  """One view's footprints: first bin ``k`` (int32), share ``f`` of bin ``k + 1``; both ``(H, W)``.
 
   A pixel's footprint is a box of width ``w = max(|cos|, |sin|)`` (the mean of its projected
-  diagonals, ``<= 1``) centred at ``p``; bin ``i`` covers ``[i - 1/2, i + 1/2)``. With the box's left
-  edge ``e = p - w / 2`` in bin ``k``, bin ``k`` gets the share ``min(k + 1/2 - e, w) / w`` and bin
-  ``k + 1`` the rest. Boxes of width ``w`` tile each image row (or column) projected at spacing ``w``,
-  so a constant image gives flat views at every angle (linear interpolation, the ``w = 1`` case,
-  ripples by +-10 % at 45 degrees). At 0 and 90 degrees both coincide.
+  diagonals, ``<= 1``) centred at ``p``; bin ``i`` covers ``[i - 1/2, i + 1/2)``. With the box's
+  left edge ``e = p - w / 2`` in bin ``k``, bin ``k`` gets the share ``min(k + 1/2 - e, w) / w``
+  and bin ``k + 1`` the rest. Boxes of width ``w`` tile each image row (or column) projected at
+  spacing ``w``, so a constant image gives flat views at every angle (linear interpolation, the
+  ``w = 1`` case, ripples by about 10 % at 45 degrees). At 0 and 90 degrees the two coincide.
 
   Everything is computed exactly in int32 fixed point (units ``2^-(bits + 1)`` of a bin) from the
   fixed-point ``direction`` ``(2,)``. Exactness matters: XLA freely recomputes these values in the
@@ -92,25 +99,28 @@ def _bins_and_weights(direction: jax.Array, image_shape: Tuple[int, int], n_dete
   return k, f
 
 
-def _padded_bins(k: jax.Array, n_detectors: int) -> Tuple[jax.Array, jax.Array]:
-  """Indices of bins ``k`` and ``k + 1`` in a detector padded by one bin each side, ``(H, W)``.
+def _slots(k: jax.Array, n_detectors: int) -> jax.Array:
+  """Index ``k + 2`` of bin ``k`` in a detector padded by two bins below and one above, ``(H, W)``.
 
-  Out-of-range bins are clipped onto the two padding bins, which are discarded (scatter) or hold
-  zeros (gather), so both directions drop exactly the same contributions.
+  Indices are clipped to ``[0, n_detectors + 2]``, so a pixel whose bins ``k``, ``k + 1`` lie
+  outside the detector lands on padding (discarded by the scatter, zeros for the gather): both
+  directions drop exactly the same contributions.
   """
-  lo = jnp.clip(k + 1, 0, n_detectors + 1)
-  hi = jnp.clip(k + 2, 0, n_detectors + 1)
-  return lo, hi
+  return jnp.clip(k + 2, 0, n_detectors + 2)
 
 
 def _project_view(image: jax.Array, direction: jax.Array, n_detectors: int) -> jax.Array:
-  """One view ``(H, W) -> (n_detectors,)`` by scatter-add; ``direction`` from ``_directions``."""
+  """One view ``(H, W) -> (n_detectors,)`` by scatter-add; ``direction`` from ``_directions``.
+
+  The shares of bins ``k`` and ``k + 1`` travel as the real and imaginary parts of one complex
+  update, so a single scatter (half the index work of two; ~1.6x faster on CPU) does both.
+  """
   bits = _fraction_bits(image.shape, n_detectors)
   k, f = _bins_and_weights(direction, image.shape, n_detectors, bits, image.dtype)
-  lo, hi = _padded_bins(k, n_detectors)
-  view = jnp.zeros(n_detectors + 2, image.dtype)
-  view = view.at[lo.ravel()].add(((1 - f) * image).ravel()).at[hi.ravel()].add((f * image).ravel())
-  return view[1:-1]
+  shares = lax.complex((1 - f) * image, f * image)
+  padded = jnp.zeros(n_detectors + 3, shares.dtype).at[_slots(k, n_detectors).ravel()].add(
+      shares.ravel())
+  return padded.real[2:-1] + padded.imag[1:-2]
 
 
 def _backproject_view(view: jax.Array, direction: jax.Array,
@@ -119,9 +129,9 @@ def _backproject_view(view: jax.Array, direction: jax.Array,
   n_detectors = view.shape[0]
   bits = _fraction_bits(image_shape, n_detectors)
   k, f = _bins_and_weights(direction, image_shape, n_detectors, bits, view.dtype)
-  lo, hi = _padded_bins(k, n_detectors)
-  padded = jnp.pad(view, 1)
-  return (1 - f) * padded[lo] + f * padded[hi]
+  padded = jnp.pad(view, 2)
+  slots = _slots(k, n_detectors).ravel()  # flat indices gather ~1.4x faster than (H, W) ones
+  return ((1 - f).ravel() * padded[slots] + f.ravel() * padded[slots + 1]).reshape(image_shape)
 
 
 def _project(image: jax.Array, angles: jax.Array, n_detectors: int) -> jax.Array:
@@ -213,8 +223,9 @@ def filtered_back_projection(op: ParallelBeamProjector, sinogram: jax.Array) -> 
 
   Each view is zero-padded, ramp-filtered by FFT along the detector axis and back-projected with
   ``op.adjoint``; the result is scaled by ``pi / n_views`` (the ``d theta`` of the angle integral),
-  so for a full, equispaced set of views over ``[0, pi)`` it approximates the image itself (for
-  skimage sinograms it equals ``skimage.transform.iradon(..., circle=False)`` to ~1e-6).
+  so for a full, equispaced set of views over ``[0, pi)`` it approximates the image itself. On the
+  same sinogram it agrees with ``skimage.transform.iradon(..., circle=False)`` (same ramp filter and
+  scaling) to ~1 %, the difference being the back-projector (box footprint vs interpolation).
   """
   n_views, n_detectors = op.out_shape
   dtype = jnp.result_type(sinogram, op.angles)

@@ -1,0 +1,343 @@
+"""Greedy cumulative training of the stepsize / diagonal network (paper section 4, Algorithm 2).
+
+Stage k (k = 0 .. K-1) trains on the union of the iterates of stages 0..k (eq. 9) with the
+greedy loss of eq. 7, ``1/2 ||x* - T_{lam d}(x - d grad f(x))||^2`` (normalised by ``||x*||^2``
+so that bright and dark images weigh alike), ``d = exp(s)/L`` from the network. After stage k the
+next iterates are produced with the current network: eq. 6, then the conventional ``1/L`` step
+of eq. 8. The ground truth ``x*`` (FISTA, ``reference_iters`` iterations) is computed batched in
+one jit call and cached on disk, keyed by the problem configuration.
+
+Every step is one jit-compiled call, vmapped over the minibatch; the whole training set (problems,
+iterates, ``x*``) stays on the device and minibatches are gathered inside the step. Minibatch
+indices are a pure function of ``(seed, global step)``, so a run resumed from a checkpoint
+reproduces the uninterrupted run exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from typing import Any, Dict, NamedTuple, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from jsgp import nets, policies
+from jsgp.problems import L1Problem, Task, simulate_batch
+from jsgp.solvers import FISTA, run
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Everything that determines a training run (and must match to resume from a checkpoint)."""
+
+  task: Task
+  net: nets.UNetConfig
+  num_stages: int = 20          # K: learned iterations
+  steps_per_stage: int = 200
+  batch_size: int = 8
+  learning_rate: float = 1e-3
+  grad_clip: float = 1.0
+  seed: int = 0
+  reference_iters: int = 1200   # FISTA iterations for x*
+
+  def to_dict(self) -> Dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+class TrainState(NamedTuple):
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  step: jax.Array  # global step (int32)
+
+
+class Dataset(NamedTuple):
+  """The training set, resident on the device."""
+
+  problems: L1Problem      # batched over N
+  x_star: jax.Array        # (N, Hc, Wc)
+  iterates: jax.Array      # (stages so far, N, Hc, Wc): x^(0..k)
+
+
+# ------------------------------------------------------------------------------------------------
+# Ground truth.
+
+def _fingerprint(config: TrainConfig, images: np.ndarray) -> str:
+  digest = hashlib.sha256()
+  digest.update(json.dumps(dataclasses.asdict(config.task), sort_keys=True).encode())
+  digest.update(f"{config.seed}/{config.reference_iters}".encode())
+  digest.update(np.ascontiguousarray(images, np.float32).tobytes())
+  return digest.hexdigest()[:16]
+
+
+def converged_solutions(problems: L1Problem, iters: int) -> jax.Array:
+  """``x*`` for a batch of problems: FISTA-b, ``iters`` iterations, one vmapped jit call."""
+  x0 = jnp.zeros((problems.lam.shape[0],) + tuple(problems.op.in_shape), problems.lipschitz.dtype)
+  solve = jax.jit(jax.vmap(lambda p, x: run(FISTA(), p, x, iters).x), donate_argnums=1)
+  return solve(problems, x0)
+
+
+def make_dataset(config: TrainConfig, images: np.ndarray, cache_dir: Optional[str]) -> Dataset:
+  """Simulate one measurement per image (key = ``seed``) and load or compute ``x*``."""
+  problems = simulate_batch(config.task, jnp.asarray(images), jax.random.PRNGKey(config.seed))
+  path = None
+  if cache_dir:
+    os.makedirs(cache_dir, exist_ok=True)
+    path = os.path.join(cache_dir, f"xstar_{_fingerprint(config, images)}.npy")
+  if path and os.path.exists(path):
+    x_star = jnp.asarray(np.load(path))
+    logging.info("loaded x* for %d problems from %s", x_star.shape[0], path)
+  else:
+    start = time.time()
+    x_star = jax.block_until_ready(converged_solutions(problems, config.reference_iters))
+    logging.info("computed x* (%d FISTA iterations) for %d problems in %.1fs",
+                 config.reference_iters, x_star.shape[0], time.time() - start)
+    if path:
+      np.save(path, np.asarray(x_star))
+  x0 = jnp.zeros_like(x_star)[None]
+  return Dataset(problems=problems, x_star=x_star, iterates=x0)
+
+
+# ------------------------------------------------------------------------------------------------
+# The greedy step and its loss.
+
+def _policy_step(problem: L1Problem, x: jax.Array, log_scale: jax.Array) -> jax.Array:
+  """Eq. 6: ``x~ = T_{lam d}(x - d grad f(x))`` with ``d = exp(s)/L``."""
+  d = policies.stepsize_from_log_scale(problem, log_scale)
+  return problem.forward_backward(x, problem.grad(x), d)
+
+
+def _lipschitz_step(problem: L1Problem, x: jax.Array) -> jax.Array:
+  """Eq. 8: the conventional ``1/L`` proximal gradient step."""
+  return problem.forward_backward(x, problem.grad(x), 1.0 / problem.lipschitz)
+
+
+def _network_inputs(problems: L1Problem, x: jax.Array) -> jax.Array:
+  return jax.vmap(lambda p, v: policies.network_inputs(p, v, p.grad(v)))(problems, x)
+
+
+def greedy_loss(params, batch_stats, net: nets.UNetConfig, problems: L1Problem, x: jax.Array,
+                x_star: jax.Array) -> Tuple[jax.Array, Any]:
+  """Mean over the batch of ``||x* - x~||^2 / ||x*||^2`` (eq. 7). Returns (loss, new stats)."""
+  variables = {"params": params, "batch_stats": batch_stats}
+  log_scale, new_stats = nets.apply_network(net, variables, _network_inputs(problems, x),
+                                            train=True)
+  x_tilde = jax.vmap(_policy_step)(problems, x, log_scale)
+  err = jnp.sum((x_star - x_tilde) ** 2, axis=(-2, -1)) / jnp.sum(x_star ** 2, axis=(-2, -1))
+  return jnp.mean(err), new_stats
+
+
+def advance(net: nets.UNetConfig, variables, problems: L1Problem, x: jax.Array) -> jax.Array:
+  """Next iterates for the whole set with the current network: eq. 6 then eq. 8."""
+  log_scale = nets.apply_network(net, variables, _network_inputs(problems, x), train=False)
+  x_tilde = jax.vmap(_policy_step)(problems, x, log_scale)
+  return jax.vmap(_lipschitz_step)(problems, x_tilde)
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+  return optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(config.learning_rate))
+
+
+def _gather(tree, index):
+  return jax.tree_util.tree_map(lambda a: a[index], tree)
+
+
+def sample_batch(config: TrainConfig, step: jax.Array, num_stages_so_far: int, n: int):
+  """Minibatch (stage index, problem index) pairs drawn uniformly from the cumulative set."""
+  key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), step)
+  flat = jax.random.randint(key, (config.batch_size,), 0, num_stages_so_far * n)
+  return flat // n, flat % n
+
+
+def make_train_step(config: TrainConfig):
+  optimizer = make_optimizer(config)
+
+  @jax.jit
+  def train_step(state: TrainState, data: Dataset):
+    stage_idx, prob_idx = sample_batch(config, state.step, data.iterates.shape[0],
+                                       data.x_star.shape[0])
+    problems = _gather(data.problems, prob_idx)
+    x, x_star = data.iterates[stage_idx, prob_idx], data.x_star[prob_idx]
+    (loss, new_stats), grads = jax.value_and_grad(greedy_loss, has_aux=True)(
+        state.params, state.batch_stats, config.net, problems, x, x_star)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(params, new_stats, opt_state, state.step + 1), loss
+
+  return train_step
+
+
+def init_state(config: TrainConfig, in_shape: Tuple[int, int]) -> TrainState:
+  variables = nets.init_network(config.net, jax.random.PRNGKey(config.seed),
+                                tuple(in_shape) + (policies.NUM_INPUT_CHANNELS,))
+  opt_state = make_optimizer(config).init(variables["params"])
+  return TrainState(variables["params"], variables["batch_stats"], opt_state, jnp.int32(0))
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoints (orbax): state + iterates + the config, which must match to resume.
+
+class CheckpointMismatch(ValueError):
+  """A checkpoint written by a different configuration."""
+
+
+def _manager(directory: str, max_to_keep: int = 2):
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                         enable_async_checkpointing=False)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def save_checkpoint(directory: str, config: TrainConfig, state: TrainState, data: Dataset,
+                    stage: int, stage_done: bool) -> None:
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  meta = {"config": config.to_dict(), "stage": stage, "stage_done": stage_done,
+          "num_iterates": int(data.iterates.shape[0])}
+  with _manager(directory) as mngr:
+    mngr.save(int(state.step), force=True, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), iterates=ocp.args.StandardSave({"x": data.iterates}),
+        meta=ocp.args.JsonSave(meta)))
+
+
+def _diff(saved: Dict[str, Any], current: Dict[str, Any], prefix: str = "") -> list:
+  out = []
+  for key in sorted(set(saved) | set(current)):
+    a, b = saved.get(key), current.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += _diff(a, b, f"{prefix}{key}.")
+    elif a != b:
+      out.append(f"{prefix}{key}: checkpoint {a!r} vs requested {b!r}")
+  return out
+
+
+def read_checkpoint_meta(directory: str) -> Optional[Dict[str, Any]]:
+  """The metadata of the latest checkpoint in ``directory``, or None if there is none."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  if not os.path.isdir(directory):
+    return None
+  with _manager(directory) as mngr:
+    step = mngr.latest_step()
+    if step is None:
+      return None
+    try:
+      meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    except Exception as err:  # orbax raises many types for unreadable files
+      raise ValueError(f"checkpoint at {directory} (step {step}) is unreadable or corrupt: "
+                       f"{type(err).__name__}: {err}") from err
+  if not isinstance(meta, dict) or "config" not in meta:
+    raise ValueError(f"checkpoint at {directory} (step {step}) has no jsgp training metadata.")
+  return dict(meta, step=step)
+
+
+def check_compatible(directory: str, meta: Dict[str, Any], config: TrainConfig) -> None:
+  differences = _diff(meta["config"], config.to_dict())
+  if differences:
+    raise CheckpointMismatch(f"checkpoint at {directory} was written by a different "
+                             "configuration:\n  " + "\n  ".join(differences))
+
+
+def _restore_items(directory: str, step: int, **items):
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  with _manager(directory) as mngr:
+    try:
+      return mngr.restore(step, args=ocp.args.Composite(**{
+          name: ocp.args.StandardRestore(abstract) for name, abstract in items.items()}))
+    except Exception as err:  # orbax raises many types for unreadable files
+      raise ValueError(f"checkpoint at {directory} (step {step}) is unreadable, corrupt or does "
+                       f"not match the network: {type(err).__name__}: {err}") from err
+
+
+def _abstract(tree):
+  return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)),
+                                tree)
+
+
+def restore_checkpoint(directory: str, config: TrainConfig, template: TrainState,
+                       data: Dataset) -> Tuple[TrainState, Dataset, Dict[str, Any]]:
+  """Restore the latest checkpoint after checking its configuration against ``config``."""
+  meta = read_checkpoint_meta(directory)
+  if meta is None:
+    raise FileNotFoundError(f"no checkpoint found in {directory}")
+  check_compatible(directory, meta, config)
+  iterates = jax.ShapeDtypeStruct((meta["num_iterates"],) + tuple(data.x_star.shape),
+                                  data.x_star.dtype)
+  restored = _restore_items(directory, meta["step"], state=_abstract(template),
+                            iterates={"x": iterates})
+  state = TrainState(*restored.state) if not isinstance(restored.state, TrainState) else restored.state
+  return state, data._replace(iterates=jnp.asarray(restored.iterates["x"])), meta
+
+
+def load_policy(checkpoint_dir: str, config: TrainConfig,
+                in_shape: Tuple[int, int]) -> policies.LearnedPolicy:
+  """A ``LearnedPolicy`` from the latest checkpoint of a run with ``config``."""
+  meta = read_checkpoint_meta(checkpoint_dir)
+  if meta is None:
+    raise FileNotFoundError(f"no checkpoint found in {checkpoint_dir}")
+  check_compatible(checkpoint_dir, meta, config)
+  restored = _restore_items(checkpoint_dir, meta["step"],
+                            state=_abstract(init_state(config, in_shape)))
+  state = TrainState(*restored.state) if not isinstance(restored.state, TrainState) else restored.state
+  return policies.LearnedPolicy({"params": state.params, "batch_stats": state.batch_stats},
+                                config.net)
+
+
+# ------------------------------------------------------------------------------------------------
+# The training loop.
+
+class TrainResult(NamedTuple):
+  variables: Dict[str, Any]   # {"params", "batch_stats"}: for LearnedPolicy
+  losses: np.ndarray          # (num_stages * steps_per_stage,) training loss per step (NaN if resumed past)
+  seconds: float              # wall time of this call
+
+
+def train(config: TrainConfig, images: np.ndarray, *, checkpoint_dir: Optional[str] = None,
+          checkpoint_every: int = 100, cache_dir: Optional[str] = None,
+          stop_after_steps: Optional[int] = None, log_every: int = 50) -> TrainResult:
+  """Greedy cumulative training (Algorithm 2) on ``images`` ``(N, H, W)``.
+
+  With ``checkpoint_dir`` the run saves every ``checkpoint_every`` steps and at the end of each
+  stage, and resumes from the latest checkpoint there (refusing one from another configuration).
+  ``stop_after_steps`` ends the call early at that global step (to simulate an interruption).
+  """
+  start = time.time()
+  data = make_dataset(config, images, cache_dir)
+  n = data.x_star.shape[0]
+  state = init_state(config, data.problems.op.in_shape)
+  if checkpoint_dir and read_checkpoint_meta(checkpoint_dir) is not None:
+    state, data, meta = restore_checkpoint(checkpoint_dir, config, state, data)
+    logging.info("resumed from %s at step %d (stage %d)", checkpoint_dir, int(state.step),
+                 meta["stage"])
+  train_step = make_train_step(config)
+  advance_jit = jax.jit(advance, static_argnums=0)
+  total = config.num_stages * config.steps_per_stage
+  losses = np.full((total,), np.nan, np.float32)
+  step = int(state.step)
+  window_start, window_step = time.time(), step
+  while step < total:
+    stage = step // config.steps_per_stage
+    state, loss = train_step(state, data)
+    step += 1
+    losses[step - 1] = float(loss) if step % log_every == 0 or step == total else np.nan
+    if step % log_every == 0 or step % config.steps_per_stage == 0:
+      rate = (step - window_step) * config.batch_size / max(time.time() - window_start, 1e-9)
+      eta = (total - step) * config.batch_size / max(rate, 1e-9)
+      logging.info("stage %d/%d step %d/%d loss %.4g  %.1f images/s  ETA %.0fs", stage + 1,
+                   config.num_stages, step, total, float(loss), rate, eta)
+      window_start, window_step = time.time(), step
+    stage_done = step % config.steps_per_stage == 0
+    if stage_done and data.iterates.shape[0] == stage + 1 and stage + 1 < config.num_stages:
+      variables = {"params": state.params, "batch_stats": state.batch_stats}
+      nxt = advance_jit(config.net, variables, data.problems, data.iterates[-1])
+      data = data._replace(iterates=jnp.concatenate([data.iterates, nxt[None]]))
+    if checkpoint_dir and (stage_done or step % checkpoint_every == 0):
+      save_checkpoint(checkpoint_dir, config, state, data, stage, stage_done)
+    if stop_after_steps is not None and step >= stop_after_steps:
+      break
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  return TrainResult(variables=variables, losses=losses, seconds=time.time() - start)
