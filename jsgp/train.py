@@ -15,6 +15,7 @@ reproduces the uninterrupted run exactly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -76,11 +77,11 @@ def _fingerprint(config: TrainConfig, images: np.ndarray) -> str:
   return digest.hexdigest()[:16]
 
 
+@functools.partial(jax.jit, static_argnums=1)
 def converged_solutions(problems: L1Problem, iters: int) -> jax.Array:
   """``x*`` for a batch of problems: FISTA-b, ``iters`` iterations, one vmapped jit call."""
   x0 = jnp.zeros((problems.lam.shape[0],) + tuple(problems.op.in_shape), problems.lipschitz.dtype)
-  solve = jax.jit(jax.vmap(lambda p, x: run(FISTA(), p, x, iters).x), donate_argnums=1)
-  return solve(problems, x0)
+  return jax.vmap(lambda p, x: run(FISTA(), p, x, iters).x)(problems, x0)
 
 
 def make_dataset(config: TrainConfig, images: np.ndarray, cache_dir: Optional[str]) -> Dataset:
@@ -133,6 +134,7 @@ def greedy_loss(params, batch_stats, net: nets.UNetConfig, problems: L1Problem, 
   return jnp.mean(err), new_stats
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def advance(net: nets.UNetConfig, variables, problems: L1Problem, x: jax.Array) -> jax.Array:
   """Next iterates for the whole set with the current network: eq. 6 then eq. 8."""
   log_scale = nets.apply_network(net, variables, _network_inputs(problems, x), train=False)
@@ -155,7 +157,9 @@ def sample_batch(config: TrainConfig, step: jax.Array, num_stages_so_far: int, n
   return flat // n, flat % n
 
 
+@functools.lru_cache(maxsize=8)
 def make_train_step(config: TrainConfig):
+  """The jitted step for ``config`` (cached, so repeated runs do not recompile)."""
   optimizer = make_optimizer(config)
 
   @jax.jit
@@ -314,7 +318,6 @@ def train(config: TrainConfig, images: np.ndarray, *, checkpoint_dir: Optional[s
     logging.info("resumed from %s at step %d (stage %d)", checkpoint_dir, int(state.step),
                  meta["stage"])
   train_step = make_train_step(config)
-  advance_jit = jax.jit(advance, static_argnums=0)
   total = config.num_stages * config.steps_per_stage
   losses = np.full((total,), np.nan, np.float32)
   step = int(state.step)
@@ -333,7 +336,7 @@ def train(config: TrainConfig, images: np.ndarray, *, checkpoint_dir: Optional[s
     stage_done = step % config.steps_per_stage == 0
     if stage_done and data.iterates.shape[0] == stage + 1 and stage + 1 < config.num_stages:
       variables = {"params": state.params, "batch_stats": state.batch_stats}
-      nxt = advance_jit(config.net, variables, data.problems, data.iterates[-1])
+      nxt = advance(config.net, variables, data.problems, data.iterates[-1])
       data = data._replace(iterates=jnp.concatenate([data.iterates, nxt[None]]))
     if checkpoint_dir and (stage_done or step % checkpoint_every == 0):
       save_checkpoint(checkpoint_dir, config, state, data, stage, stage_done)

@@ -15,9 +15,10 @@ from jsgp.prox import soft_threshold
 from jsgp.solvers import DRS, FISTA, PGM, SGP, run, solve
 
 SHAPE = (32, 32)
-# lam per task for the convergence tests: large enough that PGM reaches a 1e-6 gap in a few
-# thousand iterations (the paper's deblurring lam = 1e-5 would take millions).
-TEST_LAM = {"inpainting": 1.0, "fourier": 1.0, "deblur": 0.5}
+# lam per task for the convergence tests: large enough that PGM reaches a 1e-6 gap within ~650
+# iterations (measured: inpainting 638, fourier 92, deblur 567; at lam = 1 inpainting needs
+# 13173, and the paper's deblurring lam = 1e-5 would take millions).
+TEST_LAM = {"inpainting": 5.0, "fourier": 5.0, "deblur": 5.0}
 
 
 def _image(shape=SHAPE):
@@ -75,11 +76,11 @@ def reference(task):
 
 
 METHODS = {
-    "pgm": (PGM(), 15000),
+    "pgm": (PGM(), 3000),
     "fista_b": (FISTA(lipschitz0_factor=0.05), 3000),
     "sgp_bb": (SGP(), 3000),
-    "sgp_constant": (SGP(stepsize_rule="constant"), 15000),
-    "drs": (DRS(ConstantPolicy(3.0)), 6000),
+    "sgp_constant": (SGP(stepsize_rule="constant"), 3000),
+    "drs": (DRS(ConstantPolicy(3.0)), 3000),
 }
 
 
@@ -98,7 +99,8 @@ def test_reaches_reference_minimum_float64(task, method):
 def test_monotone_methods_never_increase(task):
   problem = problem_for(task)
   for solver in (PGM(), SGP(), SGP(stepsize_rule="constant"), DRS(ConstantPolicy(50.0))):
-    objective = np.asarray(solve(solver, problem, max_iter=200).history.objective)
+    result = solve(solver, problem, max_iter=200)
+    objective = np.asarray(result.history.objective)[: int(result.num_iter) + 1]
     assert np.all(np.diff(objective) <= 1e-12 * objective[:-1]), type(solver).__name__
 
 

@@ -1,0 +1,61 @@
+"""Smoke test of the speed benchmark (experiments/bench.py) on a tiny setting."""
+import json
+import math
+import os
+
+from absl import flags
+from absl.testing import flagsaver
+
+from experiments import bench
+
+
+def _numbers(tree, path=""):
+  """(path, value) of every int/float leaf of a JSON tree."""
+  if isinstance(tree, dict):
+    for key, value in tree.items():
+      yield from _numbers(value, f"{path}/{key}")
+  elif isinstance(tree, list):
+    for i, value in enumerate(tree):
+      yield from _numbers(value, f"{path}/{i}")
+  elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+    yield path, tree
+
+
+TIME_OR_RATIO = ("_s", "_ms", "ms_per_iter", "ms_per_iter_min", "ms_per_iter_with_init", "x_floor",
+                 "x_floor_backtrack_adjusted", "x_floor_without_net", "net_share", "policy_ms",
+                 "floor_ms", "A", "At", "prox", "objective", "value")
+
+
+def test_bench_main_tiny(tmp_path):
+  out_dir = str(tmp_path / "bench")
+  argv = ["bench", "--size=32", "--tasks=inpainting", "--methods=pgm,fista,step",
+          "--batch_sizes=1,2", "--iters=4", "--batch_iters=2", "--repeats=3",
+          "--converged_iters=30", "--tta_iters=30", f"--out_dir={out_dir}"]
+  with flagsaver.flagsaver():
+    flags.FLAGS(argv)
+    bench.main(["bench"])
+
+  path = os.path.join(out_dir, "bench.json")
+  assert os.path.exists(path)
+  assert os.path.exists(os.path.join(out_dir, "bench.md"))
+  with open(path) as f:
+    report = json.load(f)
+
+  task = report["tasks"]["inpainting"]
+  assert set(task["methods"]) == {"pgm", "fista", "step"}
+  assert report["targets"], "no targets reported"
+  assert task["batch"]["sizes"] == [1, 2]
+  # FISTA runs as long as the converged reference, so it must reach the NMSE target.
+  assert task["methods"]["fista"]["tta_reached"]
+  assert task["methods"]["step"]["net_share"] > 0
+
+  checked = 0
+  for where, value in _numbers(report["tasks"]):
+    name = where.rsplit("/", 1)[-1]
+    if name in TIME_OR_RATIO or name.endswith(TIME_OR_RATIO[:2]) or "/ips/" in where \
+        or "largest_over_smallest" in where:
+      assert math.isfinite(value) and value > 0, f"{where} = {value}"
+      checked += 1
+  for row in report["targets"]:
+    assert math.isfinite(row["value"]) and row["value"] > 0, row
+  assert checked > 30

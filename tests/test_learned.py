@@ -1,0 +1,156 @@
+"""Learned DRS: the guarantee under adversarial policies; greedy training, checkpoints, resume."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import struct
+
+from jsgp import train
+from jsgp.data import load_images
+from jsgp.nets import UNetConfig
+from jsgp.policies import LearnedPolicy
+from jsgp.problems import Task, simulate
+from jsgp.solvers import DRS, solve
+
+from test_solvers import problem_for, reference
+
+
+@struct.dataclass
+class AdversarialPolicy:
+  """Returns ``value`` (scaled by 1/L unless raw) as a stepsize or as a diagonal."""
+
+  value: float
+  diagonal: bool = struct.field(pytree_node=False, default=False)
+  noisy: bool = struct.field(pytree_node=False, default=False)
+
+  def __call__(self, problem, x, grad):
+    d = jnp.full(x.shape, self.value, x.dtype) if self.diagonal else jnp.asarray(self.value,
+                                                                                x.dtype)
+    if self.noisy:  # a wildly varying diagonal: 10^[-6, 6] / L
+      d = 10.0 ** (12 * jax.random.uniform(jax.random.PRNGKey(0), x.shape, x.dtype) - 6)
+    return d / problem.lipschitz
+
+
+ADVERSARIES = {
+    "huge": AdversarialPolicy(1e8), "tiny": AdversarialPolicy(1e-12),
+    "zero": AdversarialPolicy(0.0), "negative": AdversarialPolicy(-5.0),
+    "nan": AdversarialPolicy(float("nan")), "inf": AdversarialPolicy(float("inf")),
+    "diag_huge": AdversarialPolicy(1e6, diagonal=True),
+    "diag_negative": AdversarialPolicy(-1.0, diagonal=True),
+    "diag_random": AdversarialPolicy(1.0, diagonal=True, noisy=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ADVERSARIES))
+def test_drs_monotone_and_convergent_under_adversarial_policy(name):
+  task = "inpainting"
+  problem = problem_for(task)
+  _, f_star = reference(task)
+  result = solve(DRS(ADVERSARIES[name]), problem, max_iter=3000, tol=1e-15)
+  objective = np.asarray(result.history.objective)[: int(result.num_iter) + 1]
+  assert np.all(np.isfinite(objective))
+  assert np.all(np.diff(objective) <= 1e-12 * objective[:-1]), "objective increased"
+  gap = (objective[-1] - f_star) / f_star
+  assert -1e-9 < gap < 1e-6, f"{name}: gap {gap:.2e}"
+
+
+def test_nan_policy_switches_off_for_good():
+  problem = problem_for("fourier")
+  state = DRS(ADVERSARIES["nan"]).init(problem, jnp.zeros(problem.op.in_shape))
+  state = DRS(ADVERSARIES["nan"]).step(problem, state)
+  assert not bool(state.use_policy)
+
+
+def test_untrained_network_policy_is_the_lipschitz_step():
+  problem = problem_for("deblur")
+  cfg = UNetConfig(features=4, depth=2, head="diag")
+  from jsgp.nets import init_network
+  variables = init_network(cfg, jax.random.PRNGKey(0), tuple(problem.op.in_shape) + (3,))
+  d = LearnedPolicy(variables, cfg)(problem, jnp.ones(problem.op.in_shape),
+                                    jnp.ones(problem.op.in_shape))
+  np.testing.assert_allclose(d, 1.0 / problem.lipschitz, rtol=1e-6)
+
+
+# --- training ---------------------------------------------------------------------------------
+
+def _tiny_config(**changes):
+  base = dict(task=Task("inpainting", (32, 32)), net=UNetConfig(features=4, depth=2, head="step"),
+              num_stages=3, steps_per_stage=4, batch_size=2, reference_iters=30)
+  base.update(changes)
+  return train.TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def tiny_images():
+  return load_images(None, "train", 32, n=4)
+
+
+def test_interrupted_training_resumes_to_identical_parameters(tmp_path, tiny_images):
+  config = _tiny_config()
+  cache = str(tmp_path / "cache")
+  full = train.train(config, tiny_images, cache_dir=cache)
+  ckpt = str(tmp_path / "ckpt")
+  train.train(config, tiny_images, checkpoint_dir=ckpt, checkpoint_every=3, cache_dir=cache,
+              stop_after_steps=7)  # killed mid stage 2: last checkpoint at step 6
+  assert train.read_checkpoint_meta(ckpt)["step"] == 6
+  resumed = train.train(config, tiny_images, checkpoint_dir=ckpt, checkpoint_every=3,
+                        cache_dir=cache)
+  for a, b in zip(jax.tree_util.tree_leaves(full.variables),
+                  jax.tree_util.tree_leaves(resumed.variables)):
+    np.testing.assert_array_equal(a, b)
+  # The learned parameters moved away from the zero-initialised head.
+  head = full.variables["params"]
+  assert any(float(jnp.abs(leaf).max()) > 0 for leaf in jax.tree_util.tree_leaves(head))
+
+
+def test_greedy_training_reduces_the_loss(tiny_images):
+  """From x0 = 0 the greedy optimum is ~1/L, where the untrained net already is; after a few
+  1/L steps it is far larger (BUILD_NOTES.md), so train on the iterates x^(4)."""
+  config = _tiny_config(num_stages=1, steps_per_stage=60, learning_rate=3e-3)
+  data = train.make_dataset(config, tiny_images, None)
+  state = train.init_state(config, data.problems.op.in_shape)
+  untrained = {"params": state.params, "batch_stats": state.batch_stats}
+  x = data.iterates[0]
+  for _ in range(2):
+    x = train.advance(config.net, untrained, data.problems, x)
+  data = data._replace(iterates=x[None])
+  step = train.make_train_step(config)
+  losses = []
+  for _ in range(60):
+    state, loss = step(state, data)
+    losses.append(float(loss))
+  assert np.mean(losses[-10:]) < 0.9 * np.mean(losses[:5])
+
+
+def test_mismatched_checkpoint_is_refused(tmp_path, tiny_images):
+  ckpt = str(tmp_path / "ckpt")
+  train.train(_tiny_config(num_stages=1), tiny_images, checkpoint_dir=ckpt)
+  other = _tiny_config(num_stages=1, net=UNetConfig(features=8, depth=2, head="step"))
+  with pytest.raises(train.CheckpointMismatch, match="net.features: checkpoint 4 vs requested 8"):
+    train.train(other, tiny_images, checkpoint_dir=ckpt)
+  with pytest.raises(train.CheckpointMismatch, match="num_stages"):
+    train.load_policy(ckpt, _tiny_config(num_stages=2), (56, 56))
+  policy = train.load_policy(ckpt, _tiny_config(num_stages=1), (56, 56))
+  assert isinstance(policy, LearnedPolicy)
+
+
+def test_corrupt_checkpoint_gives_a_clear_error(tmp_path, tiny_images):
+  ckpt = tmp_path / "ckpt"
+  train.train(_tiny_config(num_stages=1), tiny_images, checkpoint_dir=str(ckpt))
+  step_dir = next(p for p in ckpt.iterdir() if p.name.isdigit())
+  for path in step_dir.rglob("*"):
+    if path.is_file():
+      path.write_bytes(b"garbage")
+  with pytest.raises(ValueError, match="corrupt"):
+    train.train(_tiny_config(num_stages=1), tiny_images, checkpoint_dir=str(ckpt))
+
+
+def test_converged_solutions_are_cached(tmp_path, tiny_images):
+  config = _tiny_config()
+  train.make_dataset(config, tiny_images, str(tmp_path))
+  files = os.listdir(tmp_path)
+  assert len(files) == 1 and files[0].startswith("xstar_")
+  again = train.make_dataset(config, tiny_images, str(tmp_path))
+  np.testing.assert_array_equal(again.x_star, np.load(tmp_path / files[0]))
