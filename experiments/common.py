@@ -20,7 +20,7 @@ from absl import app, flags, logging
 
 from jsgp import baselines, data, nets, policies as policies_lib, train
 from jsgp.metrics import nmse_db
-from jsgp.problems import PAPER_LAM, Task, image_of, simulate_batch
+from jsgp.problems import Task, image_of, simulate_batch
 from jsgp.solvers import DRS, FISTA, SGP, solve
 from jsgp.solvers.driver import check_inputs
 
@@ -109,7 +109,7 @@ def validate_flags(task_name: str) -> None:
 
 def base_task(task_name: str) -> Task:
   size = (FLAGS.image_size, FLAGS.image_size)
-  lam = FLAGS.lam or PAPER_LAM[task_name]
+  lam = FLAGS.lam or None  # None: the paper's value (Task.regularization)
   return Task(task_name, size, rate=FLAGS.train_rate, noise_sigma=FLAGS.noise_sigma, lam=lam,
               blur_sigma=FLAGS.blur_sigma, n_views=FLAGS.n_views)
 
