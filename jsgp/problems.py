@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Tuple
+import functools
+from typing import Any, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -143,20 +144,41 @@ class Task:
     return dataclasses.replace(self, **changes)
 
 
-def measurement_operator(task: Task, key: jax.Array, dtype=jnp.float32) -> LinearOperator:
+class TaskNumbers(NamedTuple):
+  """The numeric settings of a ``Task``, as (traceable) values: a jit over ``simulate`` compiles
+  once per task *structure* (name, shape, views) rather than once per rate or lam."""
+
+  rate: Any
+  noise_sigma: Any
+  lam: Any
+  blur_sigma: Any
+
+  @classmethod
+  def of(cls, task: "Task") -> "TaskNumbers":
+    return cls(task.rate, task.noise_sigma, task.regularization, task.blur_sigma)
+
+
+def _structure(task: Task) -> Task:
+  """``task`` with its numeric settings replaced by fixed placeholders (a static jit key)."""
+  return task.replace(rate=1.0, noise_sigma=0.0, lam=1.0, blur_sigma=1.0)
+
+
+def measurement_operator(task: Task, key: jax.Array, dtype=jnp.float32,
+                         numbers: Optional[TaskNumbers] = None) -> LinearOperator:
   """The image-domain operator ``M`` of ``task``, random where the task is (mask, pattern)."""
+  numbers = TaskNumbers.of(task) if numbers is None else numbers
   if task.name == "inpainting":
-    return random_pixel_mask(key, task.image_shape, task.rate, dtype)
+    return random_pixel_mask(key, task.image_shape, numbers.rate, dtype)
   if task.name == "fourier":
-    return variable_density_pattern(key, task.image_shape, task.rate, dtype)
+    return variable_density_pattern(key, task.image_shape, numbers.rate, dtype)
   if task.name == "deblur":
-    return gaussian_blur(task.image_shape, task.blur_sigma, dtype)
+    return gaussian_blur(task.image_shape, numbers.blur_sigma, dtype)
   from jsgp.operators.radon import parallel_beam  # pylint: disable=import-outside-toplevel
   return parallel_beam(task.image_shape, task.n_views, dtype=dtype)
 
 
-def simulate(task: Task, image: jax.Array, key: jax.Array,
-             power_iterations: int = 30) -> L1Problem:
+def simulate(task: Task, image: jax.Array, key: jax.Array, power_iterations: int = 30,
+             numbers: Optional[TaskNumbers] = None) -> L1Problem:
   """Measure ``image`` ``(H, W)`` (0-255 scale) under ``task``: a pure, jit- and vmap-able map.
 
   Noise: white Gaussian with std ``noise_sigma`` on each real measurement; for complex (Fourier)
@@ -164,29 +186,36 @@ def simulate(task: Task, image: jax.Array, key: jax.Array,
   power per sample equals that of image-domain noise of std ``noise_sigma`` (the DFT is
   orthonormal). Unsampled entries stay exactly zero.
   """
+  numbers = TaskNumbers.of(task) if numbers is None else numbers
   dtype = image.dtype
   k_op, k_noise, k_power = jax.random.split(key, 3)
-  meas = measurement_operator(task, k_op, dtype)
+  meas = measurement_operator(task, k_op, dtype, numbers)
   clean = meas.apply(image)
   if jnp.iscomplexobj(clean):
     nr, ni = jax.random.normal(k_noise, (2,) + clean.shape, dtype)
-    noise = (nr + 1j * ni) * (task.noise_sigma / jnp.sqrt(2.0))
+    noise = (nr + 1j * ni) * (numbers.noise_sigma / jnp.sqrt(2.0))
   else:
-    noise = task.noise_sigma * jax.random.normal(k_noise, clean.shape, dtype)
+    noise = numbers.noise_sigma * jax.random.normal(k_noise, clean.shape, dtype)
   if hasattr(meas, "mask"):
     noise = noise * meas.mask
   elif hasattr(meas, "pattern"):
     noise = noise * meas.pattern
   op = meas @ task.synthesis
   lipschitz = LIPSCHITZ_MARGIN * operator_norm_squared(op, k_power, power_iterations, dtype)
-  return L1Problem(op=op, y=clean + noise, lam=jnp.asarray(task.regularization, dtype),
+  return L1Problem(op=op, y=clean + noise, lam=jnp.asarray(numbers.lam, dtype),
                    lipschitz=lipschitz)
 
 
 def simulate_batch(task: Task, images: jax.Array, key: jax.Array) -> L1Problem:
   """``simulate`` vmapped over ``images`` ``(B, H, W)``: one operator draw per image."""
   keys = jax.random.split(key, images.shape[0])
-  return jax.jit(jax.vmap(simulate, in_axes=(None, 0, 0)), static_argnums=0)(task, images, keys)
+  numbers = TaskNumbers(*(jnp.asarray(v, images.dtype) for v in TaskNumbers.of(task)))
+  return _simulate_batch(_structure(task), images, keys, numbers)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _simulate_batch(structure: Task, images, keys, numbers) -> L1Problem:
+  return jax.vmap(lambda im, k: simulate(structure, im, k, numbers=numbers))(images, keys)
 
 
 def image_of(problem: L1Problem, x: jax.Array) -> jax.Array:

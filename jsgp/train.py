@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from jsgp import nets, policies
+from jsgp import distributed, nets, policies
 from jsgp.problems import L1Problem, Task, simulate_batch
 from jsgp.solvers import FISTA, run
 
@@ -158,23 +158,33 @@ def sample_batch(config: TrainConfig, step: jax.Array, num_stages_so_far: int, n
 
 
 @functools.lru_cache(maxsize=8)
-def make_train_step(config: TrainConfig):
-  """The jitted step for ``config`` (cached, so repeated runs do not recompile)."""
-  optimizer = make_optimizer(config)
+def make_train_step(config: TrainConfig, mesh: Optional[jax.sharding.Mesh] = None):
+  """The jitted step for ``config`` (cached, so repeated runs do not recompile).
 
-  @jax.jit
+  With a ``mesh`` (``jsgp.distributed.make_mesh``; data parallelism) the gathered minibatch is
+  sharded along ``"data"`` and the returned state and loss are replicated; the caller passes a
+  replicated state and dataset (``distributed.replicate``). ``None``: the single-device step.
+  """
+  optimizer = make_optimizer(config)
+  if mesh is not None:  # [distributed]
+    distributed.check_batch_divisible(config.batch_size, mesh)
+
   def train_step(state: TrainState, data: Dataset):
     stage_idx, prob_idx = sample_batch(config, state.step, data.iterates.shape[0],
                                        data.x_star.shape[0])
     problems = _gather(data.problems, prob_idx)
     x, x_star = data.iterates[stage_idx, prob_idx], data.x_star[prob_idx]
+    if mesh is not None:  # [distributed] each device takes its slice of the minibatch
+      problems, x, x_star = distributed.constrain_batch((problems, x, x_star), mesh)
     (loss, new_stats), grads = jax.value_and_grad(greedy_loss, has_aux=True)(
         state.params, state.batch_stats, config.net, problems, x, x_star)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return TrainState(params, new_stats, opt_state, state.step + 1), loss
 
-  return train_step
+  if mesh is not None:  # [distributed] parameters, statistics, optimiser state replicated
+    return jax.jit(train_step, out_shardings=distributed.replicated_sharding(mesh))
+  return jax.jit(train_step)
 
 
 def init_state(config: TrainConfig, in_shape: Tuple[int, int]) -> TrainState:
@@ -257,21 +267,31 @@ def _restore_items(directory: str, step: int, **items):
                        f"not match the network: {type(err).__name__}: {err}") from err
 
 
-def _abstract(tree):
-  return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)),
-                                tree)
+def _abstract(tree, sharding=None):
+  # [distributed] With a target sharding (default: where each leaf of ``tree`` lives) orbax
+  # restores onto the current devices, whatever devices wrote the checkpoint.
+  return jax.tree_util.tree_map(
+      lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a),
+                                     sharding=sharding or getattr(a, "sharding", None)), tree)
 
 
 def restore_checkpoint(directory: str, config: TrainConfig, template: TrainState,
-                       data: Dataset) -> Tuple[TrainState, Dataset, Dict[str, Any]]:
-  """Restore the latest checkpoint after checking its configuration against ``config``."""
+                       data: Dataset, mesh: Optional[jax.sharding.Mesh] = None
+                       ) -> Tuple[TrainState, Dataset, Dict[str, Any]]:
+  """Restore the latest checkpoint after checking its configuration against ``config``.
+
+  With a ``mesh`` the arrays are restored replicated over it, whatever devices wrote them.
+  """
+  # [distributed] target sharding of the restored arrays (no mesh: where template/data live)
+  sharding = None if mesh is None else distributed.replicated_sharding(mesh)
   meta = read_checkpoint_meta(directory)
   if meta is None:
     raise FileNotFoundError(f"no checkpoint found in {directory}")
   check_compatible(directory, meta, config)
   iterates = jax.ShapeDtypeStruct((meta["num_iterates"],) + tuple(data.x_star.shape),
-                                  data.x_star.dtype)
-  restored = _restore_items(directory, meta["step"], state=_abstract(template),
+                                  data.x_star.dtype,
+                                  sharding=sharding or getattr(data.x_star, "sharding", None))
+  restored = _restore_items(directory, meta["step"], state=_abstract(template, sharding),
                             iterates={"x": iterates})
   state = TrainState(*restored.state) if not isinstance(restored.state, TrainState) else restored.state
   return state, data._replace(iterates=jnp.asarray(restored.iterates["x"])), meta
@@ -302,22 +322,30 @@ class TrainResult(NamedTuple):
 
 def train(config: TrainConfig, images: np.ndarray, *, checkpoint_dir: Optional[str] = None,
           checkpoint_every: int = 100, cache_dir: Optional[str] = None,
-          stop_after_steps: Optional[int] = None, log_every: int = 50) -> TrainResult:
+          stop_after_steps: Optional[int] = None, log_every: int = 50,
+          mesh: Optional[jax.sharding.Mesh] = None) -> TrainResult:
   """Greedy cumulative training (Algorithm 2) on ``images`` ``(N, H, W)``.
 
   With ``checkpoint_dir`` the run saves every ``checkpoint_every`` steps and at the end of each
   stage, and resumes from the latest checkpoint there (refusing one from another configuration).
   ``stop_after_steps`` ends the call early at that global step (to simulate an interruption).
+  ``mesh`` (``jsgp.distributed.make_mesh``): data-parallel training, each minibatch split over
+  the mesh's devices (the batch size must divide evenly); a checkpoint written on any number of
+  devices resumes on any other. ``None``: one device, as before.
   """
   start = time.time()
+  if mesh is not None:  # [distributed] fail before any work
+    distributed.check_batch_divisible(config.batch_size, mesh)
   data = make_dataset(config, images, cache_dir)
   n = data.x_star.shape[0]
   state = init_state(config, data.problems.op.in_shape)
   if checkpoint_dir and read_checkpoint_meta(checkpoint_dir) is not None:
-    state, data, meta = restore_checkpoint(checkpoint_dir, config, state, data)
+    state, data, meta = restore_checkpoint(checkpoint_dir, config, state, data, mesh)
     logging.info("resumed from %s at step %d (stage %d)", checkpoint_dir, int(state.step),
                  meta["stage"])
-  train_step = make_train_step(config)
+  if mesh is not None:  # [distributed] state and training set on every device
+    state, data = distributed.replicate((state, data), mesh)
+  train_step = make_train_step(config) if mesh is None else make_train_step(config, mesh)
   total = config.num_stages * config.steps_per_stage
   losses = np.full((total,), np.nan, np.float32)
   step = int(state.step)
@@ -338,9 +366,13 @@ def train(config: TrainConfig, images: np.ndarray, *, checkpoint_dir: Optional[s
       variables = {"params": state.params, "batch_stats": state.batch_stats}
       nxt = advance(config.net, variables, data.problems, data.iterates[-1])
       data = data._replace(iterates=jnp.concatenate([data.iterates, nxt[None]]))
+      if mesh is not None:  # [distributed] keep the training set replicated
+        data = distributed.replicate(data, mesh)
     if checkpoint_dir and (stage_done or step % checkpoint_every == 0):
       save_checkpoint(checkpoint_dir, config, state, data, stage, stage_done)
     if stop_after_steps is not None and step >= stop_after_steps:
       break
   variables = {"params": state.params, "batch_stats": state.batch_stats}
+  if mesh is not None:  # [distributed] host copies: usable on any device afterwards
+    variables = jax.device_get(variables)
   return TrainResult(variables=variables, losses=losses, seconds=time.time() - start)
