@@ -65,6 +65,11 @@ class L1Problem:
     """``prox_{step g}(v)``; ``step`` is a scalar or a per-coefficient array (``t * d``)."""
     return soft_threshold(v, self.lam * step)
 
+  def image(self, x: jax.Array) -> jax.Array:
+    """``W^T x``: the image ``(H, W)`` of a coefficient canvas, for ``A = M o W^T`` or ``W^T``."""
+    synthesis = self.op.inner if hasattr(self.op, "inner") else self.op
+    return synthesis.apply(x)
+
   def forward_backward(self, x: jax.Array, grad: jax.Array, step) -> jax.Array:
     """``prox_{step g}(x - step * grad)``."""
     return self.prox(x - step * grad, step)
@@ -218,10 +223,9 @@ def _simulate_batch(structure: Task, images, keys, numbers) -> L1Problem:
   return jax.vmap(lambda im, k: simulate(structure, im, k, numbers=numbers))(images, keys)
 
 
-def image_of(problem: L1Problem, x: jax.Array) -> jax.Array:
-  """``W^T x``: the image of a coefficient canvas (batched or not)."""
-  synthesis = problem.op.inner if hasattr(problem.op, "inner") else problem.op
-  if x.ndim == len(synthesis.in_shape):
-    return synthesis.apply(x)
-  return jax.vmap(synthesis.apply)(x.reshape((-1,) + x.shape[-2:])).reshape(
-      x.shape[:-2] + tuple(synthesis.out_shape))
+def image_of(problems: L1Problem, x: jax.Array) -> jax.Array:
+  """``W^T x`` for a batch: ``problems`` and ``x`` ``(B, Hc, Wc)`` -> ``(B, H, W)``; unbatched
+  inputs give one image."""
+  if x.ndim == 2:
+    return problems.image(x)
+  return jax.vmap(L1Problem.image)(problems, x)

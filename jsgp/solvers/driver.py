@@ -45,7 +45,7 @@ class Result(NamedTuple):
 
 
 def _record(history: History, k, state, problem, reference) -> History:
-  nmse = jnp.nan if reference is None else nmse_db(_image(problem, state.x), reference)
+  nmse = jnp.nan if reference is None else nmse_db(problem.image(state.x), reference)
   dtype = history.objective.dtype
   return History(
       objective=history.objective.at[k].set(state.objective.astype(dtype)),
@@ -53,11 +53,6 @@ def _record(history: History, k, state, problem, reference) -> History:
       backtracks=history.backtracks.at[k].set(jnp.asarray(state.backtracks, dtype)),
       nmse=history.nmse.at[k].set(jnp.asarray(nmse, dtype)),
   )
-
-
-def _image(problem, x):
-  synthesis = problem.op.inner if hasattr(problem.op, "inner") else problem.op
-  return synthesis.apply(x)
 
 
 def run(method, problem, x0: jax.Array, max_iter: int, tol=0.0,
