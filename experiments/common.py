@@ -204,9 +204,20 @@ def timed_solve(method, problems, max_iter: int):
   return result, seconds, max(first - seconds, 0.0)
 
 
+def filled_curve(nmse: jax.Array) -> np.ndarray:
+  """History NMSE ``(B, T)`` with the NaN padding after each instance's stop replaced by its last
+  recorded value (the iterate no longer changes once the driver stops)."""
+  curve = np.array(nmse, dtype=np.float64)
+  for row in curve:
+    last = np.flatnonzero(np.isfinite(row))
+    if last.size:
+      row[last[-1] + 1:] = row[last[-1]]
+  return curve
+
+
 def run_method(method_name: str, solver, problems, images, curve_iters: int,
                report_iters: int) -> MethodRun:
-  curve = solve(solver, problems, max_iter=curve_iters, reference=images).history.nmse
+  curve = filled_curve(solve(solver, problems, max_iter=curve_iters, reference=images).history.nmse)
   result, seconds, compile_s = timed_solve(solver, problems, report_iters)
   logging.info("  %-18s NMSE@%d %.2f dB  (%.2fs for the batch, compile %.1fs)",
                LABELS[method_name], report_iters,
@@ -225,7 +236,7 @@ def evaluate_case(case: Case, test_images: np.ndarray, solvers: Dict[str, object
       start = time.time()
       result = jax.block_until_ready(solve(FISTA(), problems, max_iter=FLAGS.converged_iters,
                                            reference=images))
-      runs[name] = MethodRun(np.asarray(result.history.nmse), np.asarray(result.x),
+      runs[name] = MethodRun(filled_curve(result.history.nmse), np.asarray(result.x),
                              time.time() - start, float("nan"), FLAGS.converged_iters)
       logging.info("  %-18s NMSE@%d %.2f dB", LABELS[name], FLAGS.converged_iters,
                    float(np.mean(runs[name].nmse_curve[:, -1])))
