@@ -68,7 +68,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CT_DIR = os.path.join(REPO_ROOT, "..", "shared", "data", "ct")
 
 QUICK = {  # what --quick changes (flags given explicitly on the command line win)
-    "iters": 20, "ct_iters": 4, "repeats": 3, "batch_sizes": ["1", "8"], "batch_iters": 5,
+    "iters": 20, "ct_iters": 3, "repeats": 3, "batch_sizes": ["1", "8"], "batch_iters": 3,
     "ct_batch_sizes": [], "tta_iters": 300, "ct_tta": False,
 }
 
@@ -441,6 +441,7 @@ def bench_task(name: str, cfg: BenchConfig, notes: List[str]) -> Dict[str, Any]:
     compiled, compile_s["jaxopt"] = compile_fn(peer, problem, x0)
     jobs["jaxopt"] = (compiled, (problem, x0))
   times, outputs = interleaved(jobs, cfg.repeats)
+  phase_s = {"timing": time.perf_counter() - start - simulate_s}
 
   floor_ms = 1e3 * median(times["floor"]) / iters
   out.update(floor_ms=floor_ms, floor_compile_s=compile_s["floor"])
@@ -491,36 +492,56 @@ def bench_task(name: str, cfg: BenchConfig, notes: List[str]) -> Dict[str, Any]:
     out["peers_note"] = "jaxopt is not installed"
 
   # 5: time-to-accuracy.
+  phase_start = time.perf_counter()
   if not is_ct or cfg.ct_tta:
     out["tta"] = time_to_accuracy(problem, x0, jnp.asarray(image), methods, out, cfg)
   else:
     out["tta"] = None
+  phase_s["tta"] = time.perf_counter() - phase_start
 
   # 4: batches.
+  phase_start = time.perf_counter()
   batch_sizes = cfg.ct_batch_sizes if is_ct else cfg.batch_sizes
   out["batch"] = bench_batches(name, task, batch_sizes, methods, cfg, notes) if batch_sizes else None
+  phase_s["batch"] = time.perf_counter() - phase_start
+  out["phase_s"] = phase_s
   out["load_end"] = loadavg()
   return out
 
 
+# The converged reference: FISTA with the constant step 1/L (problem.lipschitz, an upper estimate
+# of ||A||^2), i.e. FISTA-b with its backtracking disabled. In float32 FISTA-b's backtracking test
+# (f(p) <= f(z) + <grad, p - z> + L/2 ||p - z||^2, with f ~ 1e5..1e8) starts failing by round-off
+# once the steps get small: each iteration then spends all 40 backtracks, L grows by 2^40 until
+# the stepsize underflows to 0 and the objective rises; that would corrupt the reference.
+REFERENCE_METHOD = FISTA(max_backtracks=0)
+REFERENCE_LABEL = "FISTA, constant step 1/L (no backtracking)"
+
+
 def time_to_accuracy(problem, x0, image, methods, out, cfg) -> Dict[str, Any]:
   ref_fn = solve_reference_fn(cfg.converged_iters)
-  compiled, conv_compile = compile_fn(ref_fn, FISTA(), problem, x0, image)
-  seconds, result = timed_call(compiled, (FISTA(), problem, x0, image))
+  compiled, _ = compile_fn(ref_fn, REFERENCE_METHOD, problem, x0, image)
+  seconds, result = timed_call(compiled, (REFERENCE_METHOD, problem, x0, image))
   converged = float(result.history.nmse[int(result.num_iter)])
+  objective = np.asarray(result.history.objective)[:int(result.num_iter) + 1]
   tta = {"converged_nmse_db": converged, "converged_iters": cfg.converged_iters,
-         "converged_method": "FISTA-b", "converged_s": seconds, "tol_db": cfg.tta_db,
-         "max_iters": cfg.tta_iters}
-  print(f"  converged NMSE {converged:.2f} dB (FISTA-b, {cfg.converged_iters} iterations)",
-        flush=True)
+         "converged_method": REFERENCE_LABEL, "converged_s": seconds, "tol_db": cfg.tta_db,
+         "max_iters": cfg.tta_iters,
+         "converged_objective_rise": float(objective[-1] / np.min(objective) - 1.0)}
+  print(f"  converged NMSE {converged:.2f} dB ({REFERENCE_LABEL}, {cfg.converged_iters} "
+        f"iterations, {seconds:.1f} s)", flush=True)
   for m, method in methods.items():
     compiled, _ = compile_fn(solve_reference_fn(cfg.tta_iters), method, problem, x0, image)
     _, result = timed_call(compiled, (method, problem, x0, image))
     n = int(result.num_iter)
     nmse = np.asarray(result.history.nmse)[:n + 1]
+    objective = np.asarray(result.history.objective)[:n + 1]
     hits = np.nonzero(np.abs(nmse - converged) <= cfg.tta_db)[0]
     entry = out["methods"][m]
     entry["final_nmse_db"] = float(nmse[-1])
+    # Health of the long run: backtracks per iteration, and how far F rose above its minimum.
+    entry["tta_run_mean_backtracks"] = float(np.mean(np.asarray(result.history.backtracks)[1:n + 1]))
+    entry["tta_run_objective_rise"] = float(objective[-1] / np.min(objective) - 1.0)
     if hits.size:
       k = int(hits[0])
       entry.update(tta_iters=k, tta_s=k * entry["ms_per_iter"] / 1e3, tta_reached=True)
@@ -539,9 +560,13 @@ def bench_batches(name, task, batch_sizes, methods, cfg, notes) -> Dict[str, Any
     jobs = {}
     compiled, _ = compile_fn(jax.vmap(floor_fn(iters)), problems, x0)
     jobs["floor"] = (compiled, (problems, x0))
+    grouped = {}
     for m, method in methods.items():
       compiled, _ = compile_fn(batch_solve_fn(iters), method, problems, x0)
       jobs[m] = (compiled, (method, problems, x0))
+      # vmap turns a convolution whose kernel got a batch axis into a grouped convolution
+      # (feature_group_count = batch), which XLA:CPU runs far slower than a batched one.
+      grouped[m] = compiled.as_text().count("feature_group_count=") if b > 1 else 0
       compiled, _ = compile_fn(batch_init_fn, method, problems, x0)
       jobs[f"init_{m}"] = (compiled, (method, problems, x0))
     times, outputs = interleaved(jobs, cfg.repeats)
@@ -550,6 +575,7 @@ def bench_batches(name, task, batch_sizes, methods, cfg, notes) -> Dict[str, Any
       n = int(np.max(np.asarray(outputs[m].num_iter)))
       ips[m] = b * n / median([t - t0 for t, t0 in zip(times[m], times[f"init_{m}"])])
     result["ips"][str(b)] = ips
+    result.setdefault("grouped_convolutions", {})[str(b)] = grouped
     print(f"  batch {b:3d}: " + ", ".join(f"{k} {v:.0f}" for k, v in ips.items())
           + " images x iterations / s", flush=True)
     del problems, jobs, outputs
@@ -727,6 +753,22 @@ def to_markdown(report) -> str:
         cells = [_fmt(bt["ips"].get(str(b), {}).get(job), ".0f") for b in sizes]
         lines.append(f"| {task} | {label} | " + " | ".join(cells) + " | "
                      f"{bt['largest_over_smallest'][job]:.2f} |")
+  grouped = sorted({(task, METHOD_LABELS[m]) for task, bt in batch_tasks.items()
+                     for counts in bt.get("grouped_convolutions", {}).values()
+                     for m, c in counts.items() if c})
+  if grouped:
+    lines += ["", "Grouped convolutions (feature_group_count = batch) in the vmapped programs of: "
+              + ", ".join(f"{t} {m}" for t, m in grouped) + ". vmap of lax.cond with a batched "
+              "predicate broadcasts every operand of the cond, the network weights and wavelet "
+              "filters included, to the batch; XLA:CPU runs the resulting grouped convolutions "
+              "far slower than batched ones."]
+  unhealthy = [(task, e) for task, t in report["tasks"].items() for e in t["methods"].values()
+               if e.get("tta_run_mean_backtracks", 0) > 1 or e.get("tta_run_objective_rise", 0) > 1e-5]
+  if unhealthy:
+    lines += ["", "Long (time-to-accuracy) runs with many backtracks or a rising objective: "
+              + "; ".join(f"{task} {e['label']}: {e['tta_run_mean_backtracks']:.1f} backtracks/iter, "
+                          f"objective {100 * e['tta_run_objective_rise']:.3g} % above its minimum"
+                          for task, e in unhealthy) + "."]
   peers = [(task, t["methods"]["fista"]) for task, t in report["tasks"].items()
            if "jaxopt_ms_per_iter" in t["methods"].get("fista", {})]
   if peers:
@@ -750,8 +792,10 @@ def to_markdown(report) -> str:
             "steps in a fori_loop), all timed interleaved in the same run. Batches: the same, "
             "vmapped.",
             f"- TTA: first iteration with |NMSE - converged| <= {cfg['tta_db']} dB (converged = "
-            f"FISTA-b after {cfg['converged_iters']} iterations); TTA s = TTA iterations x the "
-            "measured ms/iter (not a separate wall-clock run).",
+            f"{REFERENCE_LABEL} after {cfg['converged_iters']} iterations; FISTA-b's own "
+            "backtracking breaks down in float32 on long runs, see bench.py); TTA s = TTA "
+            "iterations x the measured ms/iter (not a separate wall-clock run); each method gets "
+            f"{cfg['tta_iters']} iterations.",
             "- net share: the policy call alone (network inputs + U-Net + exp) / one learned "
             "iteration."]
   lines += [f"- {note}" for note in report["notes"]]

@@ -252,8 +252,11 @@ def evaluate_case(case: Case, test_images: np.ndarray, solvers: Dict[str, object
                              time.time() - start, 0.0, 0)
       logging.info("  %-18s NMSE %.2f dB", LABELS[name], float(nmse.mean()))
     elif name in solvers:
+      # Learned curves stop at their reported iteration: under vmap the policy's lax.cond is a
+      # select, so the network runs every iteration even after DRS has switched it off.
       report = FLAGS.learned_iters if name.endswith("learned") else FLAGS.fista_iters
-      runs[name] = run_method(name, solvers[name], problems, images, curve_iters, report)
+      curve = report if name.endswith("learned") else curve_iters
+      runs[name] = run_method(name, solvers[name], problems, images, curve, report)
   return problems, runs
 
 

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jsgp.solvers.driver import check_inputs, run
+from jsgp.solvers.driver import check_inputs, for_vmap, run
 
 DATA_AXIS = "data"
 
@@ -118,7 +118,7 @@ def _sharded_run(method, problems, x0, max_iter, tol, reference, mesh):
   if reference is not None:
     reference, ref_axis = constrain_batch(reference, mesh), 0
   result = jax.vmap(run, in_axes=(None, 0, 0, None, None, ref_axis))(
-      method, problems, x0, max_iter, tol, reference)
+      for_vmap(method), problems, x0, max_iter, tol, reference)
   return constrain_batch(result, mesh)
 
 

@@ -88,8 +88,15 @@ def _run_jit(method, problem, x0, max_iter, tol, reference):
   return run(method, problem, x0, max_iter, tol, reference)
 
 
+def for_vmap(method):
+  """The form of ``method`` to use under ``vmap``: ``method.vmap_variant()`` if it defines one
+  (e.g. ``DRS`` without ``lax.cond``), else ``method`` itself."""
+  return method.vmap_variant() if hasattr(method, "vmap_variant") else method
+
+
 @functools.partial(jax.jit, static_argnames=("max_iter",))
 def _run_batch_jit(method, problem, x0, max_iter, tol, reference):
+  method = for_vmap(method)
   ref_axis = None if reference is None else 0
   return jax.vmap(run, in_axes=(None, 0, 0, None, None, ref_axis))(
       method, problem, x0, max_iter, tol, reference)

@@ -58,6 +58,21 @@ class DRS:
   eta2: float = struct.field(pytree_node=False, default=0.5)
   beta: float = struct.field(pytree_node=False, default=1e-4)
   max_backtracks: int = struct.field(pytree_node=False, default=12)
+  # lax.cond skips the policy once it is off and the fallback search unless needed; under vmap
+  # a cond becomes a select that batches every operand (network weights included), which turns
+  # the convolutions into slow grouped ones. The branchless form computes both sides and picks
+  # with jnp.where: identical results, and what batched drivers use (``vmap_variant``).
+  branchless: bool = struct.field(pytree_node=False, default=False)
+
+  def vmap_variant(self) -> "DRS":
+    """The equivalent method for vmapped solves (see ``branchless``)."""
+    return self.replace(branchless=True)
+
+  def _cond(self, pred, true_fn, false_fn, *operands):
+    if not self.branchless:
+      return jax.lax.cond(pred, true_fn, false_fn, *operands)
+    on, off = true_fn(*operands), false_fn(*operands)
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), on, off)
 
   def init(self, problem, x0) -> DRSState:
     residual, grad, objective = first_order_state(problem, x0)
@@ -78,8 +93,8 @@ class DRS:
     z2 = problem.forward_backward(state.x, state.grad, t_lipschitz) - state.x
     # Once the policy is off for good its direction is not computed (unless vmapped, where
     # lax.cond becomes a select).
-    z1, d_mean = jax.lax.cond(state.use_policy, self.policy_direction,
-                              lambda *_: (z2, t_lipschitz.astype(z2.dtype)), problem, state)
+    z1, d_mean = self._cond(state.use_policy, self.policy_direction,
+                            lambda *_: (z2, t_lipschitz.astype(z2.dtype)), problem, state)
     g1 = state.gamma1
     norm1, norm2 = jnp.sqrt(sum_squares(z1)), jnp.sqrt(sum_squares(z2))
     mix = state.use_policy & (g1 * norm1 > self.alpha * (1.0 - g1) * norm2) & jnp.isfinite(norm1)
@@ -98,7 +113,7 @@ class DRS:
     def fallback(_):
       return search(z2)
 
-    second, Az2 = jax.lax.cond(ok, lambda _: (first, Az), fallback, None)
+    second, Az2 = self._cond(ok, lambda _: (first, Az), fallback, None)
     x = state.x + second.gamma * jnp.where(ok, z, z2)
     residual = state.residual + second.gamma * Az2
     grad = problem.grad_from_residual(residual)
