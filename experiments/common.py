@@ -339,7 +339,7 @@ def write_tables(out_dir: str, task: Task, results: Dict[str, Dict[str, dict]],
     lines.append(f"| {LABELS[m]} | " + " | ".join(
         f"{results[c][m]['seconds']:.3f}" if m in results[c] else "" for c in cases) + " |")
   if meta.get("train_seconds"):
-    lines += ["", "Training time (s): " + ", ".join(
+    lines += ["", "Training time, or checkpoint loading with --reuse_checkpoint (s): " + ", ".join(
         f"{LABELS[k]} {v:.0f}" for k, v in meta["train_seconds"].items())]
   table = "\n".join(lines) + "\n"
   with open(os.path.join(out_dir, "results.md"), "w") as f:

@@ -354,12 +354,12 @@ def train(config: TrainConfig, images: np.ndarray, *, checkpoint_dir: Optional[s
     stage = step // config.steps_per_stage
     state, loss = train_step(state, data)
     step += 1
-    losses[step - 1] = float(loss) if step % log_every == 0 or step == total else np.nan
-    if step % log_every == 0 or step % config.steps_per_stage == 0:
+    if step % log_every == 0 or step % config.steps_per_stage == 0 or step == total:
+      losses[step - 1] = float(loss)  # synchronises, so the rate below is compute, not dispatch
       rate = (step - window_step) * config.batch_size / max(time.time() - window_start, 1e-9)
       eta = (total - step) * config.batch_size / max(rate, 1e-9)
       logging.info("stage %d/%d step %d/%d loss %.4g  %.1f images/s  ETA %.0fs", stage + 1,
-                   config.num_stages, step, total, float(loss), rate, eta)
+                   config.num_stages, step, total, losses[step - 1], rate, eta)
       window_start, window_step = time.time(), step
     stage_done = step % config.steps_per_stage == 0
     if stage_done and data.iterates.shape[0] == stage + 1 and stage + 1 < config.num_stages:
