@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jsgp import train
 from jsgp.data import load_ct_slices, load_images
 from jsgp.nets import UNetConfig, init_network
 from jsgp.operators import sum_squares
@@ -93,8 +94,9 @@ flags.DEFINE_string("data_dir", None, "BSDS500 root (e.g. /work/shared/data/bsds
                     "the embedded scikit-image test images.")
 flags.DEFINE_string("ct_data_dir", DEFAULT_CT_DIR, "CT slices (jsgp.data.load_ct_slices); a "
                     "Shepp-Logan phantom when absent.")
-flags.DEFINE_string("checkpoint_dir", None, "Trained policy checkpoints (see "
-                    "load_policy_variables); default: freshly initialised networks.")
+flags.DEFINE_string("checkpoint_dir", None, "An experiment's checkpoint folder holding step/ and "
+                    "diag/ (e.g. out/fourier_demo/checkpoints); default: freshly initialised "
+                    "networks.")
 flags.DEFINE_enum("net", "small", ["small", "paper"], "UNetConfig preset of the policies.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "float64"], "Image / problem dtype.")
 flags.DEFINE_bool("peers", False, "Also time jaxopt.ProximalGradient (accelerated) if installed.")
@@ -171,15 +173,13 @@ def config_from_flags() -> BenchConfig:
 # ------------------------------------------------------------------------------------------------
 # Policies.
 
-def load_policy_variables(checkpoint_dir: str, head: str) -> Dict[str, Any]:
-  """Hook: trained network variables ``{"params", "batch_stats"}`` of the ``head`` policy.
-
-  To be provided by the training module (its checkpoint loader); until then this raises.
-  """
-  raise NotImplementedError(
-      f"load_policy_variables({checkpoint_dir!r}, {head!r}): loading trained policies is not "
-      "wired yet (the training module will provide the checkpoint loader). Run without "
-      "--checkpoint_dir to benchmark freshly initialised networks.")
+def load_trained(checkpoint_dir: str, head: str) -> LearnedPolicy:
+  """The trained ``head`` policy from ``<checkpoint_dir>/<head>`` (the experiments' layout),
+  with the network configuration recorded in the checkpoint."""
+  policy = train.load_trained_policy(os.path.join(checkpoint_dir, head))
+  if policy.config.head != head:
+    raise ValueError(f"checkpoint {checkpoint_dir}/{head} holds a {policy.config.head!r} network")
+  return policy
 
 
 def net_config(net: str, head: str) -> UNetConfig:
@@ -187,12 +187,13 @@ def net_config(net: str, head: str) -> UNetConfig:
 
 
 @functools.lru_cache(maxsize=None)
-def _policy_variables(net: str, head: str, canvas: Tuple[int, int], seed: int,
-                      checkpoint_dir: Optional[str]):
+def _policy(net: str, head: str, canvas: Tuple[int, int], seed: int,
+            checkpoint_dir: Optional[str]) -> LearnedPolicy:
   if checkpoint_dir:
-    return load_policy_variables(checkpoint_dir, head)
-  return init_network(net_config(net, head), jax.random.PRNGKey(seed),
-                      tuple(canvas) + (NUM_INPUT_CHANNELS,))
+    return load_trained(checkpoint_dir, head)
+  config = net_config(net, head)
+  return LearnedPolicy(init_network(config, jax.random.PRNGKey(seed),
+                                    tuple(canvas) + (NUM_INPUT_CHANNELS,)), config)
 
 
 def make_method(name: str, canvas: Tuple[int, int], cfg: BenchConfig):
@@ -202,8 +203,7 @@ def make_method(name: str, canvas: Tuple[int, int], cfg: BenchConfig):
     return FISTA()
   if name == "sgp":
     return SGP()
-  variables = _policy_variables(cfg.net, name, tuple(canvas), cfg.seed, cfg.checkpoint_dir)
-  return DRS(LearnedPolicy(variables, net_config(cfg.net, name)))
+  return DRS(_policy(cfg.net, name, tuple(canvas), cfg.seed, cfg.checkpoint_dir))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -376,3 +376,25 @@ def train(config: TrainConfig, images: np.ndarray, *, checkpoint_dir: Optional[s
   if mesh is not None:  # [distributed] host copies: usable on any device afterwards
     variables = jax.device_get(variables)
   return TrainResult(variables=variables, losses=losses, seconds=time.time() - start)
+
+
+def config_from_checkpoint(checkpoint_dir: str) -> TrainConfig:
+  """The ``TrainConfig`` recorded in the latest checkpoint of ``checkpoint_dir``."""
+  meta = read_checkpoint_meta(checkpoint_dir)
+  if meta is None:
+    raise FileNotFoundError(f"no checkpoint found in {checkpoint_dir}")
+  saved = dict(meta["config"])
+  task = dict(saved.pop("task"))
+  task["image_shape"] = tuple(task["image_shape"])
+  return TrainConfig(task=Task(**task), net=nets.UNetConfig(**saved.pop("net")), **saved)
+
+
+def load_trained_policy(checkpoint_dir: str) -> policies.LearnedPolicy:
+  """A ``LearnedPolicy`` from a checkpoint, with the configuration it was trained with.
+
+  The network is convolutional (the step head pools globally), so the policy applies to canvases
+  of any size divisible by ``2**depth``, not only the training size.
+  """
+  config = config_from_checkpoint(checkpoint_dir)
+  return load_policy(checkpoint_dir, config, config.task.synthesis.in_shape)
+
