@@ -50,6 +50,7 @@ from jsgp.policies import NUM_INPUT_CHANNELS, LearnedPolicy
 from jsgp.problems import Task, simulate, simulate_batch
 from jsgp.prox import soft_threshold
 from jsgp.solvers import DRS, FISTA, PGM, SGP, run
+from jsgp.solvers.driver import for_vmap
 
 ALL_TASKS = ("inpainting", "fourier", "deblur", "ct")
 ALL_METHODS = ("pgm", "fista", "sgp", "step", "diag")
@@ -267,12 +268,13 @@ def init_fn(method, problem, x0):
 
 
 def batch_init_fn(method, problem, x0):
-  return jax.vmap(init_fn, in_axes=(None, 0, 0))(method, problem, x0)
+  return jax.vmap(init_fn, in_axes=(None, 0, 0))(for_vmap(method), problem, x0)
 
 
 def batch_solve_fn(max_iter: int):
+  """Vmapped solve, with the method's vmap variant (as ``jsgp.solvers.solve`` uses)."""
   return lambda method, problem, x0: jax.vmap(run, in_axes=(None, 0, 0, None, None))(
-      method, problem, x0, max_iter, jnp.asarray(NO_STOP))
+      for_vmap(method), problem, x0, max_iter, jnp.asarray(NO_STOP))
 
 
 def floor_fn(n: int):
