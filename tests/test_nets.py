@@ -40,7 +40,19 @@ def trained_like():
   return {"params": variables["params"], "batch_stats": stats}
 
 
-@pytest.mark.parametrize("head", nets.HEADS)
+POLICY_HEADS = ("step", "diag")  # bounded log-scale heads; "image" is the residual baseline head
+
+
+def test_image_head_is_a_residual_identity_when_untrained():
+  config = nets.UNetConfig(features=4, depth=2, head="image")
+  variables = nets.init_network(config, jax.random.key(0), (32, 32, 1))
+  x = 100.0 * jax.random.normal(jax.random.key(1), (2, 32, 32, 1), jnp.float32)
+  out = apply(config, variables, x)
+  assert out.shape == (2, 32, 32)
+  np.testing.assert_array_equal(np.asarray(out), np.asarray(x[..., 0]))  # unbounded, residual
+
+
+@pytest.mark.parametrize("head", POLICY_HEADS)
 @pytest.mark.parametrize("shape", [(2, 88, 88, 2), (2, 64, 64, 3)])
 def test_shapes_and_zero_init(head, shape):
   config = nets.UNetConfig.small(head)
@@ -56,7 +68,7 @@ def test_shapes_and_zero_init(head, shape):
   np.testing.assert_array_equal(np.asarray(out), 0.0)
 
 
-@pytest.mark.parametrize("head", nets.HEADS)
+@pytest.mark.parametrize("head", POLICY_HEADS)
 def test_bounded_for_huge_inputs(head):
   config = nets.UNetConfig.small(head)
   variables = perturbed(nets.init_network(config, jax.random.key(0), (64, 64, 2)),
@@ -75,7 +87,7 @@ def test_float64_input_returns_float64():
   assert out.dtype == jnp.float64 and out.shape == (1, 32, 32)
 
 
-@pytest.mark.parametrize("head", nets.HEADS)
+@pytest.mark.parametrize("head", POLICY_HEADS)
 def test_one_adam_step_moves_output(head):
   config = nets.UNetConfig(features=4, depth=2, head=head)  # tiny: backward-pass compiles are slow
   variables = nets.init_network(config, jax.random.key(0), (16, 16, 2))
