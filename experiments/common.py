@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Dict, List, NamedTuple
+from typing import Any, Dict, List, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -163,7 +163,8 @@ def train_config(task: Task, head: str) -> train.TrainConfig:
 
 
 def learned_policies(task: Task, train_images: np.ndarray, checkpoint_dir: str,
-                     methods: List[str], mesh=None) -> Dict[str, object]:
+                     methods: List[str],
+                     mesh=None) -> Tuple[Dict[str, object], Dict[str, float]]:
   """Train (or, with --reuse_checkpoint, load) one policy per learned method."""
   out, seconds = {}, {}
   for method, head in (("step_learned", "step"), ("diag_learned", "diag")):
@@ -226,7 +227,7 @@ def run_method(method_name: str, solver, problems, images, curve_iters: int,
 
 
 def evaluate_case(case: Case, test_images: np.ndarray, solvers: Dict[str, object],
-                  direct, key) -> Dict[str, dict]:
+                  direct, key) -> Tuple[Any, Dict[str, "MethodRun"]]:
   images = jnp.asarray(test_images)
   problems = simulate_batch(case.task, images, key)
   curve_iters = max(FLAGS.fista_iters, FLAGS.learned_iters)

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jsgp.nets import apply_network
+
 
 @struct.dataclass
 class ConstantPolicy:
@@ -62,7 +64,6 @@ class LearnedPolicy:
   config: object = struct.field(pytree_node=False)
 
   def log_scale(self, problem, x, grad):
-    from jsgp.nets import apply_network  # pylint: disable=import-outside-toplevel
     inputs = network_inputs(problem, x, grad)[None]
     return apply_network(self.config, self.variables, inputs, train=False)[0]
 

@@ -9,7 +9,6 @@ adjoint of a real-to-complex map (e.g. partial Fourier of a real image) well def
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Tuple
 
 import jax
@@ -95,8 +94,3 @@ def operator_norm_squared(op: LinearOperator, key: jax.Array, num_iter: int = 50
 
   v = jax.lax.fori_loop(0, num_iter, body, v)
   return vdot_real(v, op.normal(v))
-
-
-def replace(op, **changes):
-  """``dataclasses.replace`` for operator pytrees."""
-  return dataclasses.replace(op, **changes)
