@@ -69,3 +69,45 @@ class LearnedPolicy:
 
   def __call__(self, problem, x, grad):
     return stepsize_from_log_scale(problem, self.log_scale(problem, x, grad)).astype(x.dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# The greedy oracle: the ceiling of greedy training (it needs x*, so it is a yardstick, not a
+# solver).
+
+def log_scale_grid(max_log_scale: float = 7.0, num: int = 141) -> jax.Array:
+  """Evenly spaced log-scales ``s`` in ``[-max, max]`` (``d = exp(s) / L``); 141 points over
+  the default bound of 7 is a step of 0.1, i.e. stepsizes 10.5 % apart."""
+  return jnp.linspace(-max_log_scale, max_log_scale, num)
+
+
+@struct.dataclass
+class GreedyOraclePolicy:
+  """For each call, the stepsize (``diagonal=False``) or per-coefficient diagonal
+  (``diagonal=True``) from ``log_scales`` whose eq.-6 step ``T_{lam d}(x - d grad f(x))`` lands
+  closest to ``x_star`` ``(Hc, Wc)``: what the greedy loss (eq. 7) would pick with a perfect
+  network, restricted to the grid. The eq.-6 error is separable over coefficients, so the diagonal
+  oracle is the coefficient-wise argmin. Grid search by ``lax.scan`` (memory of two canvases,
+  whatever the grid size).
+  """
+
+  x_star: jax.Array
+  log_scales: jax.Array
+  diagonal: bool = struct.field(pytree_node=False, default=False)
+
+  def __call__(self, problem, x, grad):
+    steps = stepsize_from_log_scale(problem, self.log_scales).astype(x.dtype)
+
+    def error(d):
+      err = (problem.forward_backward(x, grad, d) - self.x_star) ** 2
+      return err if self.diagonal else jnp.sum(err)
+
+    def scan_body(best, d):
+      best_err, best_d = best
+      err = error(d)
+      better = err < best_err
+      return (jnp.where(better, err, best_err), jnp.where(better, d, best_d)), None
+
+    first = error(steps[0])
+    (_, best_d), _ = jax.lax.scan(scan_body, (first, jnp.full_like(first, steps[0])), steps[1:])
+    return best_d

@@ -51,6 +51,28 @@ class TrainConfig:
     return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
+@dataclasses.dataclass(frozen=True)
+class UnrolledConfig:
+  """An unrolled training run (``jsgp.unrolled``): the network trained through ``unroll_steps``
+  iterations of the DRS solver. Must match to resume; ``warm_start`` is the checkpoint directory
+  of a greedy run with the same network to start from (``""``: from scratch)."""
+
+  task: Task
+  net: nets.UNetConfig
+  unroll_steps: int = 10        # T: solver iterations in the loss
+  num_steps: int = 300          # Adam steps
+  batch_size: int = 4
+  learning_rate: float = 1e-4
+  grad_clip: float = 1.0
+  seed: int = 0
+  reference_iters: int = 1200   # FISTA iterations for x*
+  remat: bool = True            # jax.checkpoint each unrolled iteration
+  warm_start: str = ""
+
+  def to_dict(self) -> Dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
 class TrainState(NamedTuple):
   params: Any
   batch_stats: Any
@@ -378,15 +400,16 @@ def train(config: TrainConfig, images: np.ndarray, *, checkpoint_dir: Optional[s
   return TrainResult(variables=variables, losses=losses, seconds=time.time() - start)
 
 
-def config_from_checkpoint(checkpoint_dir: str) -> TrainConfig:
-  """The ``TrainConfig`` recorded in the latest checkpoint of ``checkpoint_dir``."""
+def config_from_checkpoint(checkpoint_dir: str):
+  """The ``TrainConfig`` (greedy) or ``UnrolledConfig`` recorded in the latest checkpoint of ``checkpoint_dir``."""
   meta = read_checkpoint_meta(checkpoint_dir)
   if meta is None:
     raise FileNotFoundError(f"no checkpoint found in {checkpoint_dir}")
   saved = dict(meta["config"])
   task = dict(saved.pop("task"))
   task["image_shape"] = tuple(task["image_shape"])
-  return TrainConfig(task=Task(**task), net=nets.UNetConfig(**saved.pop("net")), **saved)
+  kind = UnrolledConfig if "unroll_steps" in saved else TrainConfig
+  return kind(task=Task(**task), net=nets.UNetConfig(**saved.pop("net")), **saved)
 
 
 def load_trained_policy(checkpoint_dir: str) -> policies.LearnedPolicy:

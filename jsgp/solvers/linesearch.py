@@ -32,7 +32,16 @@ def armijo(problem, x, residual, objective, z, Az, delta, *, beta, shrink,
 
   Accepts only when ``Delta <= 0`` so that the objective can never increase; otherwise (or when
   every trial fails) returns ``gamma = 0`` and ``accepted = False``.
+
+  Differentiation: the accepted ``gamma`` is a power of ``shrink``, a piecewise-constant function
+  of the inputs, so its derivative is zero almost everywhere. The inputs are therefore cut from the
+  autodiff graph (``stop_gradient``; no value changes), which makes a solver step that uses this
+  search reverse-differentiable (the while loop is not): ``x + gamma z`` differentiates through
+  ``z`` with ``gamma`` held at its accepted value, the exact derivative wherever the number of
+  reductions is locally constant. The returned ``objective`` carries no derivative.
   """
+  x, residual, objective, z, Az, delta = jax.lax.stop_gradient(
+      (x, residual, objective, z, Az, delta))
 
   def trial(gamma):
     return 0.5 * sum_squares(residual + gamma * Az) + problem.g(x + gamma * z)

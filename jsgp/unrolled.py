@@ -1,0 +1,224 @@
+"""Unrolled training: the stepsize / diagonal network trained through T solver iterations.
+
+Greedy training (``jsgp.train``, the paper's eq. 7-9) scores each learned step on its own: the
+step that lands closest to ``x*`` now. Here the network is scored on the whole trajectory of the
+solver it will drive: ``T`` iterations of the actual ``DRS.step`` (relaxation test, Armijo search,
+fallback and all) run in ``lax.scan`` from ``x_0 = 0``, with the loss
+
+  ``L = mean over the batch and k = 1..T of 10 log10(||x_k - x*||^2 / ||x*||^2)``,
+
+the mean NMSE to ``x*`` in dB along the trajectory (every iteration weighs alike, whatever its
+error's magnitude). The Armijo factor and the relaxation decisions are piecewise constant in the
+iterate, so their derivative is zero almost everywhere; ``jsgp.solvers.linesearch.armijo`` cuts
+them from the autodiff graph, which makes ``jax.grad`` through the solver step exact wherever those
+decisions do not switch. BatchNorm runs on frozen statistics, exactly as the solver applies the
+network (``LearnedPolicy``): the warm start's, or, from scratch, statistics calibrated once on
+proximal-gradient iterates of the training set.
+
+Each iteration is wrapped in ``jax.checkpoint`` (``remat``), so the backward pass stores one DRS
+state per iteration instead of every activation of every network call: memory grows with ``T``
+by a canvas-sized state, not by a network's activations (``loss_memory`` measures it).
+"""
+from __future__ import annotations
+
+import functools
+import time
+from typing import Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from jsgp import nets, policies, train
+from jsgp.problems import L1Problem
+from jsgp.solvers import DRS
+from jsgp.solvers.pgm import PGM
+from jsgp.train import TrainResult, TrainState, UnrolledConfig
+
+__all__ = ["UnrolledConfig", "trajectory", "unrolled_loss", "loss_memory", "make_unrolled_step",
+           "calibrate_batch_stats", "initial_variables", "train_unrolled"]
+
+
+def learned_solver(net: nets.UNetConfig, variables) -> DRS:
+  """The DRS method a trained network drives, in its vmap form (no ``lax.cond``)."""
+  return DRS(policies.LearnedPolicy(variables, net), branchless=True)
+
+
+def trajectory(method, problem: L1Problem, x0: jax.Array, num_steps: int,
+               remat: bool = True) -> jax.Array:
+  """Iterates ``x_1 .. x_T`` of ``method`` from ``x0``: ``(T, Hc, Wc)``. Differentiable."""
+
+  def body(state, _):
+    new = method.step(problem, state)
+    return new, new.x
+
+  if remat:
+    body = jax.checkpoint(body)
+  _, xs = jax.lax.scan(body, method.init(problem, x0), None, length=num_steps)
+  return xs
+
+
+def nmse_to_solution_db(xs: jax.Array, x_star: jax.Array) -> jax.Array:
+  """``10 log10(||x - x*||^2 / ||x*||^2)`` over the last two axes: ``(..., Hc, Wc) -> (...)``."""
+  err = jnp.sum((xs - x_star) ** 2, axis=(-2, -1))
+  return 10.0 * jnp.log10(err / jnp.sum(x_star ** 2, axis=(-2, -1)) + 1e-20)
+
+
+def unrolled_loss(params, batch_stats, net: nets.UNetConfig, problems: L1Problem,
+                  x_star: jax.Array, unroll_steps: int, remat: bool = True) -> jax.Array:
+  """Mean over the batch ``B`` and ``k = 1..T`` of the dB distance of ``x_k`` to ``x*``.
+
+  ``problems`` batched over ``B``; ``x_star`` ``(B, Hc, Wc)``; the solve starts at zero.
+  """
+  method = learned_solver(net, {"params": params, "batch_stats": batch_stats})
+  x0 = jnp.zeros_like(x_star)
+  xs = jax.vmap(lambda p, x: trajectory(method, p, x, unroll_steps, remat))(problems, x0)
+  return jnp.mean(nmse_to_solution_db(xs, x_star[:, None]))
+
+
+def loss_memory(net: nets.UNetConfig, variables, problems: L1Problem, x_star: jax.Array,
+                unroll_steps: int, remat: bool) -> Dict[str, int]:
+  """Bytes XLA allocates for one value-and-gradient of ``unrolled_loss`` (from the compiled
+  program's memory analysis, so no run is needed): ``temp`` is the peak of intermediate buffers,
+  ``argument`` and ``output`` the inputs and results."""
+  grad_fn = jax.jit(jax.value_and_grad(unrolled_loss), static_argnums=(2, 5, 6))
+  compiled = grad_fn.lower(variables["params"], variables["batch_stats"], net, problems, x_star,
+                           unroll_steps, remat).compile()
+  analysis = compiled.memory_analysis()
+  return {"temp": int(analysis.temp_size_in_bytes),
+          "argument": int(analysis.argument_size_in_bytes),
+          "output": int(analysis.output_size_in_bytes)}
+
+
+def sample_indices(config: UnrolledConfig, step: jax.Array, n: int) -> jax.Array:
+  """Minibatch of problem indices, a pure function of ``(seed, step)`` (so resuming replays it).
+  Without replacement when the set is large enough."""
+  key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 2), step)
+  return jax.random.choice(key, n, (config.batch_size,), replace=n < config.batch_size)
+
+
+@functools.lru_cache(maxsize=8)
+def make_unrolled_step(config: UnrolledConfig):
+  """The jitted optimiser step: gather a minibatch, value-and-grad of the unrolled loss, Adam."""
+  optimizer = train.make_optimizer(config)
+
+  def step(state: TrainState, problems: L1Problem, x_star: jax.Array):
+    index = sample_indices(config, state.step, x_star.shape[0])
+    batch = jax.tree_util.tree_map(lambda a: a[index], problems)
+    loss, grads = jax.value_and_grad(unrolled_loss)(
+        state.params, state.batch_stats, config.net, batch, x_star[index], config.unroll_steps,
+        config.remat)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(params, state.batch_stats, opt_state, state.step + 1), loss
+
+  return jax.jit(step)
+
+
+def calibrate_batch_stats(net: nets.UNetConfig, variables, inputs: jax.Array):
+  """BatchNorm running statistics set to the batch statistics of ``inputs`` ``(B, H, W, C)``.
+
+  One train-mode pass normalises every layer with its batch statistics and moves the running
+  averages by ``1 - momentum`` towards them, so the statistics are recovered exactly from the
+  update: ``batch = (new - momentum old) / (1 - momentum)``.
+  """
+  _, updated = nets.apply_network(net, variables, inputs, train=True)
+  m = nets.BN_MOMENTUM
+  stats = jax.tree_util.tree_map(lambda new, old: (new - m * old) / (1.0 - m), updated,
+                                 variables["batch_stats"])
+  return {"params": variables["params"], "batch_stats": stats}
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _pgm_network_inputs(problems: L1Problem, num_steps: int, max_inputs: int) -> jax.Array:
+  """Network inputs at ``x_0 .. x_{T-1}`` of PGM on each problem, at most ``max_inputs``."""
+  x0 = jnp.zeros((problems.lam.shape[0],) + tuple(problems.op.in_shape),
+                 problems.lipschitz.dtype)
+  xs = jax.vmap(lambda p, x: trajectory(PGM(), p, x, num_steps - 1, remat=False))(problems, x0)
+  xs = jnp.concatenate([x0[:, None], xs], axis=1)                     # (N, T, Hc, Wc)
+  inputs = jax.vmap(lambda p, x: jax.vmap(
+      lambda v: policies.network_inputs(p, v, p.grad(v)))(x))(problems, xs)
+  return inputs.reshape((-1,) + inputs.shape[2:])[:max_inputs]
+
+
+def initial_variables(config: UnrolledConfig, problems: L1Problem):
+  """The starting network: the greedy checkpoint of ``config.warm_start`` (its network must be
+  ``config.net``), or a fresh one with BatchNorm statistics calibrated on PGM iterates."""
+  if config.warm_start:
+    policy = train.load_trained_policy(config.warm_start)
+    if policy.config != config.net:
+      raise train.CheckpointMismatch(
+          f"warm start {config.warm_start} holds network {policy.config}, but this run asks "
+          f"for {config.net}")
+    logging.info("warm start from %s", config.warm_start)
+    return policy.variables
+  shape = tuple(problems.op.in_shape) + (policies.NUM_INPUT_CHANNELS,)
+  variables = nets.init_network(config.net, jax.random.PRNGKey(config.seed), shape)
+  inputs = _pgm_network_inputs(problems, config.unroll_steps, 256)
+  logging.info("from scratch: BatchNorm statistics calibrated on %d PGM iterates",
+               inputs.shape[0])
+  return calibrate_batch_stats(config.net, variables, inputs)
+
+
+def _save(directory: str, config: UnrolledConfig, state: TrainState) -> None:
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  with train._manager(directory) as mngr:  # pylint: disable=protected-access
+    mngr.save(int(state.step), force=True, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        meta=ocp.args.JsonSave({"config": config.to_dict(), "kind": "unrolled"})))
+
+
+def _restore(directory: str, config: UnrolledConfig, template: TrainState) -> TrainState:
+  meta = train.read_checkpoint_meta(directory)
+  train.check_compatible(directory, meta, config)
+  restored = train._restore_items(  # pylint: disable=protected-access
+      directory, meta["step"], state=train._abstract(template))  # pylint: disable=protected-access
+  state = restored.state
+  return state if isinstance(state, TrainState) else TrainState(*state)
+
+
+def train_unrolled(config: UnrolledConfig, images: np.ndarray, *,
+                   checkpoint_dir: Optional[str] = None, checkpoint_every: int = 50,
+                   cache_dir: Optional[str] = None, stop_after_steps: Optional[int] = None,
+                   log_every: int = 10) -> TrainResult:
+  """Train through ``config.unroll_steps`` DRS iterations on ``images`` ``(N, H, W)``.
+
+  Same measurements and ``x*`` cache as greedy training with the same task, seed and
+  ``reference_iters``. With ``checkpoint_dir`` the run saves every ``checkpoint_every`` steps and
+  at the end, and resumes from the latest checkpoint there (refusing another configuration's);
+  a resumed run equals an uninterrupted one.
+  """
+  start = time.time()
+  data = train.make_dataset(config, images, cache_dir)
+  state = None
+  if checkpoint_dir and train.read_checkpoint_meta(checkpoint_dir) is not None:
+    template = train.init_state(config, data.problems.op.in_shape)
+    state = _restore(checkpoint_dir, config, template)
+    logging.info("resumed unrolled training from %s at step %d", checkpoint_dir, int(state.step))
+  if state is None:
+    variables = initial_variables(config, data.problems)
+    optimizer_state = train.make_optimizer(config).init(variables["params"])
+    state = TrainState(variables["params"], variables["batch_stats"], optimizer_state,
+                       jnp.int32(0))
+  step_fn = make_unrolled_step(config)
+  losses = np.full((config.num_steps,), np.nan, np.float32)
+  step = int(state.step)
+  window_start, window_step = time.time(), step
+  while step < config.num_steps:
+    state, loss = step_fn(state, data.problems, data.x_star)
+    step += 1
+    if step % log_every == 0 or step == config.num_steps:
+      losses[step - 1] = float(loss)
+      rate = (step - window_step) / max(time.time() - window_start, 1e-9)
+      logging.info("unrolled T=%d step %d/%d loss %.3f dB  %.2f steps/s  ETA %.0fs",
+                   config.unroll_steps, step, config.num_steps, losses[step - 1], rate,
+                   (config.num_steps - step) / max(rate, 1e-9))
+      window_start, window_step = time.time(), step
+    if checkpoint_dir and (step % checkpoint_every == 0 or step == config.num_steps):
+      _save(checkpoint_dir, config, state)
+    if stop_after_steps is not None and step >= stop_after_steps:
+      break
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  return TrainResult(variables=variables, losses=losses, seconds=time.time() - start)
