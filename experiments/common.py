@@ -333,6 +333,16 @@ def write_tables(out_dir: str, task: Task, results: Dict[str, Dict[str, dict]],
       cells.append("" if r is None else f"{r['nmse_mean']:.2f} ± {r['nmse_std']:.2f}")
     suffix = "" if m == "unet_direct" else f"@{results[cases[0]][m]['iters']}"
     lines.append(f"| {LABELS[m]}{suffix} | " + " | ".join(cells) + " |")
+  iterative = [m for m in methods if m not in ("unet_direct", "fista_converged")]
+  ks = sorted({k for k in (10, FLAGS.learned_iters) if k <= FLAGS.learned_iters})
+  lines += ["", "At equal iterations (the paper's figures compare methods at iteration 10): "
+            "mean NMSE (dB) at k = " + ", ".join(map(str, ks)) + ":", "",
+            "| Method | " + " | ".join(f"{c} @{k}" for c in cases for k in ks) + " |",
+            "|---" * (len(cases) * len(ks) + 1) + "|"]
+  for m in iterative:
+    lines.append(f"| {LABELS[m]} | " + " | ".join(
+        f"{results[c][m]['nmse_curve_mean'][k]:.2f}" if m in results[c] else ""
+        for c in cases for k in ks) + " |")
   lines += ["", "Wall-clock (s) of one batched solve over all test images (warm, one jit call; "
             "FISTA (converged): one run including compilation and per-iteration NMSE):",
             "", "| Method | " + " | ".join(cases) + " |", "|---" * (len(cases) + 1) + "|"]
