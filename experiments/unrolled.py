@@ -37,6 +37,9 @@ flags.DEFINE_float("unrolled_learning_rate", 1e-4, "Adam learning rate of unroll
 flags.DEFINE_bool("warm_start", True, "Start unrolled training from the greedy network "
                   "(false: from scratch).")
 flags.DEFINE_bool("remat", True, "jax.checkpoint each unrolled iteration.")
+flags.DEFINE_float("descent_penalty", 0.0, "Weight of the unrolled loss's hinge on policy "
+                   "directions that are no descent direction (jsgp.unrolled.unrolled_loss); "
+                   "its networks go to checkpoints/unrolled_<head>_p<weight>.")
 flags.DEFINE_list("report_iters", ["1", "2", "5", "10", "20"], "Iterations to report.")
 flags.DEFINE_list("memory_unroll_steps", ["5", "10", "20"], "T values for the memory table "
                   "(empty: skip it).")
@@ -58,8 +61,8 @@ def validate() -> List[int]:
   for name in ("unroll_steps", "unrolled_train_steps", "unrolled_batch_size", "oracle_grid"):
     if FLAGS[name].value < 1:
       raise app.UsageError(f"--{name} must be >= 1, got {FLAGS[name].value}")
-  if FLAGS.unrolled_learning_rate <= 0:
-    raise app.UsageError("--unrolled_learning_rate must be > 0")
+  if FLAGS.unrolled_learning_rate <= 0 or FLAGS.descent_penalty < 0:
+    raise app.UsageError("--unrolled_learning_rate must be > 0 and --descent_penalty >= 0")
   try:
     iters = sorted({int(k) for k in FLAGS.report_iters})
     [int(t) for t in FLAGS.memory_unroll_steps]  # pylint: disable=expression-not-assigned
@@ -77,14 +80,16 @@ def unrolled_config(task, head: str, warm_start_dir: str) -> train.UnrolledConfi
       task=task, net=net, unroll_steps=FLAGS.unroll_steps, num_steps=FLAGS.unrolled_train_steps,
       batch_size=FLAGS.unrolled_batch_size, learning_rate=FLAGS.unrolled_learning_rate,
       seed=FLAGS.seed, reference_iters=FLAGS.reference_iters, remat=FLAGS.remat,
-      warm_start=os.path.abspath(warm_start_dir) if FLAGS.warm_start else "")
+      warm_start=os.path.abspath(warm_start_dir) if FLAGS.warm_start else "",
+      descent_penalty=FLAGS.descent_penalty)
 
 
 def unrolled_policies(task, images, checkpoint_dir: str):
   out, seconds = {}, {}
   for head in ("step", "diag"):
     config = unrolled_config(task, head, os.path.join(checkpoint_dir, head))
-    directory = os.path.join(checkpoint_dir, f"unrolled_{head}")
+    suffix = f"_p{FLAGS.descent_penalty:g}" if FLAGS.descent_penalty else ""
+    directory = os.path.join(checkpoint_dir, f"unrolled_{head}{suffix}")
     start = time.time()
     if FLAGS.reuse_checkpoint:
       out[head] = train.load_policy(directory, config, task.synthesis.in_shape)

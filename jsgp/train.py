@@ -68,6 +68,7 @@ class UnrolledConfig:
   reference_iters: int = 1200   # FISTA iterations for x*
   remat: bool = True            # jax.checkpoint each unrolled iteration
   warm_start: str = ""
+  descent_penalty: float = 0.0  # weight of the no-descent hinge (jsgp.unrolled.unrolled_loss)
 
   def to_dict(self) -> Dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -271,8 +272,18 @@ def read_checkpoint_meta(directory: str) -> Optional[Dict[str, Any]]:
   return dict(meta, step=step)
 
 
-def check_compatible(directory: str, meta: Dict[str, Any], config: TrainConfig) -> None:
-  differences = _diff(meta["config"], config.to_dict())
+def _with_defaults(saved: Dict[str, Any], config) -> Dict[str, Any]:
+  """``saved`` plus the defaults of ``config``'s fields it lacks: a checkpoint written before a
+  field was added matches a run that leaves that field at its default."""
+  defaults = {f.name: f.default for f in dataclasses.fields(config)
+              if f.default is not dataclasses.MISSING and f.name not in saved}
+  return {**json.loads(json.dumps(defaults)), **saved}
+
+
+def check_compatible(directory: str, meta: Dict[str, Any], config) -> None:
+  """Raise ``CheckpointMismatch`` listing every setting in which ``meta`` differs from ``config``
+  (a ``TrainConfig`` or ``UnrolledConfig``)."""
+  differences = _diff(_with_defaults(meta["config"], config), config.to_dict())
   if differences:
     raise CheckpointMismatch(f"checkpoint at {directory} was written by a different "
                              "configuration:\n  " + "\n  ".join(differences))
@@ -409,6 +420,11 @@ def config_from_checkpoint(checkpoint_dir: str):
   task = dict(saved.pop("task"))
   task["image_shape"] = tuple(task["image_shape"])
   kind = UnrolledConfig if "unroll_steps" in saved else TrainConfig
+  known = {f.name for f in dataclasses.fields(kind)}
+  unknown = set(saved) - known
+  if unknown:
+    raise CheckpointMismatch(f"checkpoint at {checkpoint_dir} has settings this version of "
+                             f"jsgp does not know: {sorted(unknown)}")
   return kind(task=Task(**task), net=nets.UNetConfig(**saved.pop("net")), **saved)
 
 

@@ -37,7 +37,7 @@ from jsgp.solvers import DRS
 from jsgp.solvers.pgm import PGM
 from jsgp.train import TrainResult, TrainState, UnrolledConfig
 
-__all__ = ["UnrolledConfig", "trajectory", "unrolled_loss", "loss_memory", "make_unrolled_step",
+__all__ = ["UnrolledConfig", "trajectory", "trajectory_states", "unrolled_loss", "loss_memory", "make_unrolled_step",
            "calibrate_batch_stats", "initial_variables", "train_unrolled"]
 
 
@@ -46,18 +46,25 @@ def learned_solver(net: nets.UNetConfig, variables) -> DRS:
   return DRS(policies.LearnedPolicy(variables, net), branchless=True)
 
 
-def trajectory(method, problem: L1Problem, x0: jax.Array, num_steps: int,
-               remat: bool = True) -> jax.Array:
-  """Iterates ``x_1 .. x_T`` of ``method`` from ``x0``: ``(T, Hc, Wc)``. Differentiable."""
+def trajectory_states(method, problem: L1Problem, x0: jax.Array, num_steps: int,
+                      remat: bool = True):
+  """The states after steps ``1 .. T`` of ``method`` from ``x0``, stacked (every leaf gets a
+  leading ``T`` axis). Differentiable; with ``remat`` each step is a ``jax.checkpoint``."""
 
   def body(state, _):
     new = method.step(problem, state)
-    return new, new.x
+    return new, new
 
   if remat:
     body = jax.checkpoint(body)
-  _, xs = jax.lax.scan(body, method.init(problem, x0), None, length=num_steps)
-  return xs
+  _, states = jax.lax.scan(body, method.init(problem, x0), None, length=num_steps)
+  return states
+
+
+def trajectory(method, problem: L1Problem, x0: jax.Array, num_steps: int,
+               remat: bool = True) -> jax.Array:
+  """Iterates ``x_1 .. x_T`` of ``method`` from ``x0``: ``(T, Hc, Wc)``. Differentiable."""
+  return trajectory_states(method, problem, x0, num_steps, remat).x
 
 
 def nmse_to_solution_db(xs: jax.Array, x_star: jax.Array) -> jax.Array:
@@ -67,15 +74,26 @@ def nmse_to_solution_db(xs: jax.Array, x_star: jax.Array) -> jax.Array:
 
 
 def unrolled_loss(params, batch_stats, net: nets.UNetConfig, problems: L1Problem,
-                  x_star: jax.Array, unroll_steps: int, remat: bool = True) -> jax.Array:
-  """Mean over the batch ``B`` and ``k = 1..T`` of the dB distance of ``x_k`` to ``x*``.
+                  x_star: jax.Array, unroll_steps: int, remat: bool = True,
+                  descent_penalty: float = 0.0) -> jax.Array:
+  """Mean over the batch ``B`` and ``k = 1..T`` of the dB distance of ``x_k`` to ``x*``, plus
+  ``descent_penalty`` times the mean hinge ``max(0, Delta_k / |F(x_{k-1})|)``.
+
+  The hinge is there because DRS switches the policy off for good the first time its direction is
+  no descent direction (``Delta >= 0``). That switch is a discrete decision: it has no gradient,
+  and after it no later iterate depends on the network, so the distance term alone cannot see
+  what the switch costs. The hinge is differentiable in the direction that caused it.
 
   ``problems`` batched over ``B``; ``x_star`` ``(B, Hc, Wc)``; the solve starts at zero.
   """
   method = learned_solver(net, {"params": params, "batch_stats": batch_stats})
   x0 = jnp.zeros_like(x_star)
-  xs = jax.vmap(lambda p, x: trajectory(method, p, x, unroll_steps, remat))(problems, x0)
-  return jnp.mean(nmse_to_solution_db(xs, x_star[:, None]))
+  states = jax.vmap(lambda p, x: trajectory_states(method, p, x, unroll_steps, remat))(
+      problems, x0)
+  loss = jnp.mean(nmse_to_solution_db(states.x, x_star[:, None]))
+  if descent_penalty:
+    loss = loss + descent_penalty * jnp.mean(jax.nn.relu(states.decrease_ratio))
+  return loss
 
 
 def loss_memory(net: nets.UNetConfig, variables, problems: L1Problem, x_star: jax.Array,
@@ -109,7 +127,7 @@ def make_unrolled_step(config: UnrolledConfig):
     batch = jax.tree_util.tree_map(lambda a: a[index], problems)
     loss, grads = jax.value_and_grad(unrolled_loss)(
         state.params, state.batch_stats, config.net, batch, x_star[index], config.unroll_steps,
-        config.remat)
+        config.remat, config.descent_penalty)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return TrainState(params, state.batch_stats, opt_state, state.step + 1), loss

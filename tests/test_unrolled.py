@@ -203,3 +203,33 @@ def test_unrolled_experiment_writes_every_row(tmp_path):
   assert {(m["unroll_steps"], m["remat"]) for m in out["memory"]} == {(2, True), (2, False)}
   assert (tmp_path / "nmse_vs_iteration.png").stat().st_size > 1000
   assert "Greedy oracle, diagonal" in (tmp_path / "results.md").read_text()
+
+
+def test_descent_penalty_sees_the_switch_off_that_the_distance_cannot():
+  """A policy whose direction is no descent direction switches DRS to PGM for good: the
+  distance-to-x* loss has no gradient for that, the hinge has, and the state records it."""
+  problem = problem_for("inpainting")
+  x_star, _ = reference("inpainting")
+  shape = problem.op.in_shape
+
+  def parts(theta):
+    method = DRS(ExpPolicy(theta), branchless=True)
+    states = unrolled.trajectory_states(method, problem, jnp.zeros(shape), 4)
+    return states, jnp.mean(jax.nn.relu(states.decrease_ratio))
+
+  good, _ = parts(jnp.asarray(0.0))           # d = 1/L: always a descent direction
+  assert bool(jnp.all(good.use_policy)) and float(jnp.max(good.decrease_ratio)) < 0
+  bad, hinge = parts(jnp.asarray(9.0))        # d = e^9 / L: the 2nd step overshoots, Delta > 0
+  assert bool(bad.use_policy[0]) and float(bad.decrease_ratio[0]) < 0
+  assert not bool(jnp.any(bad.use_policy[1:])) and float(bad.decrease_ratio[1]) > 0
+  assert float(hinge) > 0 and abs(float(jax.grad(lambda t: parts(t)[1])(jnp.asarray(9.0)))) > 0
+
+
+def test_checkpoint_without_a_newer_defaulted_setting_still_matches(tmp_path):
+  """A checkpoint written before a config field existed matches a run leaving it at its
+  default, and is refused for any other value."""
+  config = _config()
+  meta = {"config": {k: v for k, v in config.to_dict().items() if k != "descent_penalty"}}
+  train.check_compatible(str(tmp_path), meta, config)
+  with pytest.raises(train.CheckpointMismatch, match="descent_penalty"):
+    train.check_compatible(str(tmp_path), meta, _config(descent_penalty=1.0))

@@ -39,6 +39,9 @@ class DRSState(NamedTuple):
   backtracks: jax.Array   # Armijo reductions of the last iteration (both searches)
   gamma1: jax.Array       # weight of the policy direction
   use_policy: jax.Array   # bool; False for good once the relaxation test or a search fails
+  # Delta / |F(x)| of the direction first tried in the last iteration (>= 0: the policy's mixed
+  # direction was no descent direction, so the policy was switched off); 0 at the start.
+  decrease_ratio: jax.Array
 
 
 @struct.dataclass
@@ -78,7 +81,7 @@ class DRS:
     residual, grad, objective = first_order_state(problem, x0)
     dtype = jnp.real(objective).dtype
     return DRSState(x0, residual, grad, objective, 1.0 / problem.lipschitz, jnp.int32(0),
-                    jnp.ones((), dtype), jnp.bool_(True))
+                    jnp.ones((), dtype), jnp.bool_(True), jnp.zeros((), dtype))
 
   def policy_direction(self, problem, state: DRSState):
     """``(z1, mean d)``: one policy call and one gradient at ``x~``."""
@@ -105,13 +108,14 @@ class DRS:
     def search(z):
       Az = problem.op.apply(z)
       delta = composite_decrease(problem, state.x, state.grad, z)
-      return armijo(problem, state.x, state.residual, state.objective, z, Az, delta, **search_kw), Az
+      return armijo(problem, state.x, state.residual, state.objective, z, Az, delta,
+                    **search_kw), Az, delta
 
-    first, Az = search(z)
+    first, Az, delta = search(z)
     ok = first.accepted  # along z2 when not mixing: then the fallback would only repeat it
 
     def fallback(_):
-      return search(z2)
+      return search(z2)[:2]
 
     second, Az2 = self._cond(ok, lambda _: (first, Az), fallback, None)
     x = state.x + second.gamma * jnp.where(ok, z, z2)
@@ -121,5 +125,6 @@ class DRS:
     use_policy = ok & mix
     gamma1 = jnp.where(use_policy, g1 * self.eta1 ** first.reductions.astype(g1.dtype), g1)
     step_used = jnp.where(use_policy, jnp.nan_to_num(d_mean), t_lipschitz)
+    decrease_ratio = jnp.nan_to_num(delta / jnp.abs(state.objective), nan=1.0, posinf=1.0)
     return DRSState(x, residual, grad, second.objective, step_used.astype(g1.dtype), reductions,
-                    gamma1, use_policy)
+                    gamma1, use_policy, decrease_ratio.astype(g1.dtype))
