@@ -26,7 +26,7 @@ from absl import app, flags, logging
 
 from experiments import common
 from jsgp import nets, policies, train, unrolled
-from jsgp.problems import image_of, simulate_batch
+from jsgp.problems import simulate_batch
 from jsgp.solvers import DRS, FISTA, SGP, run
 
 flags.DEFINE_enum("task", "inpainting", ["inpainting", "fourier"], "Measurement setting.")
@@ -117,7 +117,7 @@ def curves(method_of, problems, images, x_star, iters: int) -> Dict[str, np.ndar
   return {"nmse": common.filled_curve(to_image), "to_solution": common.filled_curve(to_solution)}
 
 
-def memory_table(task, policies_by_head, problems, x_star) -> List[dict]:
+def memory_table(policies_by_head, problems, x_star) -> List[dict]:
   rows = []
   batch = FLAGS.unrolled_batch_size
   sub = jax.tree_util.tree_map(lambda a: a[:batch], problems)
@@ -235,7 +235,7 @@ def main(argv):
     logging.info("%-24s NMSE %s  (%.1fs)", LABELS[name],
                  " ".join(f"{v:.2f}" for v in table[name]["nmse"]), time.time() - start)
 
-  memory = memory_table(task, unrolled_by_head, problems, x_star) if FLAGS.memory_unroll_steps \
+  memory = memory_table(unrolled_by_head, problems, x_star) if FLAGS.memory_unroll_steps \
       else []
   meta = {"task": FLAGS.task, "rate": task.rate, "size": FLAGS.image_size,
           "n_train": len(train_images), "n_test": len(test_images), "report_iters": iters,
