@@ -27,7 +27,8 @@ from absl import app, flags, logging
 from experiments import common
 from jsgp import nets, policies, train, unrolled
 from jsgp.problems import simulate_batch
-from jsgp.solvers import DRS, FISTA, SGP, run
+from jsgp.metrics import nmse_db
+from jsgp.solvers import DRS, FISTA, SGP
 
 flags.DEFINE_enum("task", "inpainting", ["inpainting", "fourier"], "Measurement setting.")
 flags.DEFINE_integer("unroll_steps", 10, "T: DRS iterations inside the unrolled loss.")
@@ -103,18 +104,24 @@ def unrolled_policies(task, images, checkpoint_dir: str):
 
 
 def curves(method_of, problems, images, x_star, iters: int) -> Dict[str, np.ndarray]:
-  """NMSE to the image and distance to ``x*`` (dB) for ``k = 0..iters``: ``(B, iters + 1)``.
-  ``method_of(i)`` gives instance ``i``'s method (the oracle holds its own ``x*``)."""
+  """NMSE to the image and distance to ``x*`` (dB) for ``k = 0..iters``: ``(B, iters + 1)``,
+  both from one solve per instance. ``method_of(x*)`` gives an instance's method (the oracle
+  holds its own ``x*``)."""
 
   def one(problem, image, solution):
-    x0 = jnp.zeros(problem.op.in_shape, problem.lipschitz.dtype)
-    method = method_of(solution)
-    to_image = run(method, problem, x0, iters, reference=image).history.nmse
-    to_solution = run(method, problem, x0, iters, reference=problem.image(solution)).history.nmse
-    return to_image, to_solution
+    target = problem.image(solution)
 
-  to_image, to_solution = jax.jit(jax.vmap(one))(problems, images, x_star)
-  return {"nmse": common.filled_curve(to_image), "to_solution": common.filled_curve(to_solution)}
+    def measures(x):
+      estimate = problem.image(x)
+      return jnp.stack([nmse_db(estimate, image), nmse_db(estimate, target)])
+
+    x0 = jnp.zeros(problem.op.in_shape, problem.lipschitz.dtype)
+    later = unrolled.trajectory(method_of(solution), problem, x0, iters, remat=False,
+                                record=lambda state: measures(state.x))    # (iters, 2)
+    return jnp.concatenate([measures(x0)[None], later])
+
+  both = np.asarray(jax.jit(jax.vmap(one))(problems, images, x_star), np.float64)
+  return {"nmse": both[..., 0], "to_solution": both[..., 1]}
 
 
 def memory_table(policies_by_head, problems, x_star) -> List[dict]:
@@ -150,8 +157,9 @@ def write_markdown(path: str, meta: dict, table: Dict[str, dict], iters: List[in
   for name, row in table.items():
     lines.append(f"| {LABELS[name]} | " + " | ".join(f"{v:.2f}" for v in row["to_solution"])
                  + " |")
-  lines += ["", "Unrolled training cost = its own steps; its warm start's greedy cost is the "
-            "greedy row's.", ""]
+  lines += ["", "Training column: wall seconds of training, or of loading the checkpoint with "
+            "--reuse_checkpoint; an unrolled row counts its own steps only (its warm start's "
+            "cost is the greedy row's).", ""]
   if memory:
     lines += [f"Compiled memory of one unrolled value-and-gradient (diag head, batch "
               f"{memory[0]['batch']}):", "", "| T | remat | temp (MiB) | compile (s) |",

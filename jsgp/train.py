@@ -33,8 +33,15 @@ from jsgp.problems import L1Problem, Task, simulate_batch
 from jsgp.solvers import FISTA, run
 
 
+class _JsonConfig:
+  """``to_dict``: the dataclass as plain JSON types (what checkpoints record and compare)."""
+
+  def to_dict(self) -> Dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_JsonConfig):
   """Everything that determines a training run (and must match to resume from a checkpoint)."""
 
   task: Task
@@ -47,12 +54,9 @@ class TrainConfig:
   seed: int = 0
   reference_iters: int = 1200   # FISTA iterations for x*
 
-  def to_dict(self) -> Dict[str, Any]:
-    return json.loads(json.dumps(dataclasses.asdict(self)))
-
 
 @dataclasses.dataclass(frozen=True)
-class UnrolledConfig:
+class UnrolledConfig(_JsonConfig):
   """An unrolled training run (``jsgp.unrolled``): the network trained through ``unroll_steps``
   iterations of the DRS solver. Must match to resume; ``warm_start`` is the checkpoint directory
   of a greedy run with the same network to start from (``""``: from scratch)."""
@@ -69,9 +73,6 @@ class UnrolledConfig:
   remat: bool = True            # jax.checkpoint each unrolled iteration
   warm_start: str = ""
   descent_penalty: float = 0.0  # weight of the no-descent hinge (jsgp.unrolled.unrolled_loss)
-
-  def to_dict(self) -> Dict[str, Any]:
-    return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 class TrainState(NamedTuple):
@@ -231,15 +232,22 @@ def _manager(directory: str, max_to_keep: int = 2):
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
-def save_checkpoint(directory: str, config: TrainConfig, state: TrainState, data: Dataset,
-                    stage: int, stage_done: bool) -> None:
+def save_state(directory: str, config, state: TrainState, meta: Optional[Dict[str, Any]] = None,
+               **arrays) -> None:
+  """Checkpoint ``state`` at its step with ``config`` (a ``TrainConfig`` or ``UnrolledConfig``)
+  and ``meta`` in the JSON metadata, plus any further pytrees of arrays in ``arrays``."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  meta = {"config": config.to_dict(), "stage": stage, "stage_done": stage_done,
-          "num_iterates": int(data.iterates.shape[0])}
+  items = {name: ocp.args.StandardSave(tree) for name, tree in arrays.items()}
   with _manager(directory) as mngr:
     mngr.save(int(state.step), force=True, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), iterates=ocp.args.StandardSave({"x": data.iterates}),
-        meta=ocp.args.JsonSave(meta)))
+        state=ocp.args.StandardSave(state),
+        meta=ocp.args.JsonSave({"config": config.to_dict(), **(meta or {})}), **items))
+
+
+def save_checkpoint(directory: str, config: TrainConfig, state: TrainState, data: Dataset,
+                    stage: int, stage_done: bool) -> None:
+  meta = {"stage": stage, "stage_done": stage_done, "num_iterates": int(data.iterates.shape[0])}
+  save_state(directory, config, state, meta, iterates={"x": data.iterates})
 
 
 def _diff(saved: Dict[str, Any], current: Dict[str, Any], prefix: str = "") -> list:
@@ -326,20 +334,30 @@ def restore_checkpoint(directory: str, config: TrainConfig, template: TrainState
                                   sharding=sharding or getattr(data.x_star, "sharding", None))
   restored = _restore_items(directory, meta["step"], state=_abstract(template, sharding),
                             iterates={"x": iterates})
-  state = TrainState(*restored.state) if not isinstance(restored.state, TrainState) else restored.state
-  return state, data._replace(iterates=jnp.asarray(restored.iterates["x"])), meta
+  return (_as_train_state(restored.state),
+          data._replace(iterates=jnp.asarray(restored.iterates["x"])), meta)
 
 
-def load_policy(checkpoint_dir: str, config: TrainConfig,
-                in_shape: Tuple[int, int]) -> policies.LearnedPolicy:
-  """A ``LearnedPolicy`` from the latest checkpoint of a run with ``config``."""
-  meta = read_checkpoint_meta(checkpoint_dir)
+def _as_train_state(restored) -> TrainState:
+  return restored if isinstance(restored, TrainState) else TrainState(*restored)
+
+
+def restore_state(directory: str, config, template: TrainState) -> TrainState:
+  """The ``TrainState`` of the latest checkpoint in ``directory``, after checking that it was
+  written with ``config`` (``template``: a state of the right structure, e.g. ``init_state``)."""
+  meta = read_checkpoint_meta(directory)
   if meta is None:
-    raise FileNotFoundError(f"no checkpoint found in {checkpoint_dir}")
-  check_compatible(checkpoint_dir, meta, config)
-  restored = _restore_items(checkpoint_dir, meta["step"],
-                            state=_abstract(init_state(config, in_shape)))
-  state = TrainState(*restored.state) if not isinstance(restored.state, TrainState) else restored.state
+    raise FileNotFoundError(f"no checkpoint found in {directory}")
+  check_compatible(directory, meta, config)
+  return _as_train_state(_restore_items(directory, meta["step"],
+                                        state=_abstract(template)).state)
+
+
+def load_policy(checkpoint_dir: str, config,
+                in_shape: Tuple[int, int]) -> policies.LearnedPolicy:
+  """A ``LearnedPolicy`` from the latest checkpoint of a run with ``config`` (greedy or
+  unrolled)."""
+  state = restore_state(checkpoint_dir, config, init_state(config, in_shape))
   return policies.LearnedPolicy({"params": state.params, "batch_stats": state.batch_stats},
                                 config.net)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +37,7 @@ from jsgp.solvers import DRS
 from jsgp.solvers.pgm import PGM
 from jsgp.train import TrainResult, TrainState, UnrolledConfig
 
-__all__ = ["UnrolledConfig", "trajectory", "trajectory_states", "unrolled_loss", "loss_memory", "make_unrolled_step",
+__all__ = ["UnrolledConfig", "trajectory", "unrolled_loss", "loss_memory", "make_unrolled_step",
            "calibrate_batch_stats", "initial_variables", "train_unrolled"]
 
 
@@ -46,25 +46,20 @@ def learned_solver(net: nets.UNetConfig, variables) -> DRS:
   return DRS(policies.LearnedPolicy(variables, net), branchless=True)
 
 
-def trajectory_states(method, problem: L1Problem, x0: jax.Array, num_steps: int,
-                      remat: bool = True):
-  """The states after steps ``1 .. T`` of ``method`` from ``x0``, stacked (every leaf gets a
-  leading ``T`` axis). Differentiable; with ``remat`` each step is a ``jax.checkpoint``."""
+def trajectory(method, problem: L1Problem, x0: jax.Array, num_steps: int, remat: bool = True,
+               record: Callable[[Any], Any] = lambda state: state.x):
+  """``record(state)`` after steps ``1 .. T`` of ``method`` from ``x0``, stacked along a new
+  leading ``T`` axis; by default the iterates, ``(T, Hc, Wc)``. Differentiable; with ``remat``
+  each step is a ``jax.checkpoint``. Only what ``record`` returns is kept per step."""
 
   def body(state, _):
     new = method.step(problem, state)
-    return new, new
+    return new, record(new)
 
   if remat:
     body = jax.checkpoint(body)
-  _, states = jax.lax.scan(body, method.init(problem, x0), None, length=num_steps)
-  return states
-
-
-def trajectory(method, problem: L1Problem, x0: jax.Array, num_steps: int,
-               remat: bool = True) -> jax.Array:
-  """Iterates ``x_1 .. x_T`` of ``method`` from ``x0``: ``(T, Hc, Wc)``. Differentiable."""
-  return trajectory_states(method, problem, x0, num_steps, remat).x
+  _, recorded = jax.lax.scan(body, method.init(problem, x0), None, length=num_steps)
+  return recorded
 
 
 def nmse_to_solution_db(xs: jax.Array, x_star: jax.Array) -> jax.Array:
@@ -88,11 +83,11 @@ def unrolled_loss(params, batch_stats, net: nets.UNetConfig, problems: L1Problem
   """
   method = learned_solver(net, {"params": params, "batch_stats": batch_stats})
   x0 = jnp.zeros_like(x_star)
-  states = jax.vmap(lambda p, x: trajectory_states(method, p, x, unroll_steps, remat))(
-      problems, x0)
-  loss = jnp.mean(nmse_to_solution_db(states.x, x_star[:, None]))
+  xs, decrease_ratio = jax.vmap(lambda p, x: trajectory(
+      method, p, x, unroll_steps, remat, record=lambda s: (s.x, s.decrease_ratio)))(problems, x0)
+  loss = jnp.mean(nmse_to_solution_db(xs, x_star[:, None]))
   if descent_penalty:
-    loss = loss + descent_penalty * jnp.mean(jax.nn.relu(states.decrease_ratio))
+    loss = loss + descent_penalty * jnp.mean(jax.nn.relu(decrease_ratio))
   return loss
 
 
@@ -180,23 +175,6 @@ def initial_variables(config: UnrolledConfig, problems: L1Problem):
   return calibrate_batch_stats(config.net, variables, inputs)
 
 
-def _save(directory: str, config: UnrolledConfig, state: TrainState) -> None:
-  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  with train._manager(directory) as mngr:  # pylint: disable=protected-access
-    mngr.save(int(state.step), force=True, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        meta=ocp.args.JsonSave({"config": config.to_dict(), "kind": "unrolled"})))
-
-
-def _restore(directory: str, config: UnrolledConfig, template: TrainState) -> TrainState:
-  meta = train.read_checkpoint_meta(directory)
-  train.check_compatible(directory, meta, config)
-  restored = train._restore_items(  # pylint: disable=protected-access
-      directory, meta["step"], state=train._abstract(template))  # pylint: disable=protected-access
-  state = restored.state
-  return state if isinstance(state, TrainState) else TrainState(*state)
-
-
 def train_unrolled(config: UnrolledConfig, images: np.ndarray, *,
                    checkpoint_dir: Optional[str] = None, checkpoint_every: int = 50,
                    cache_dir: Optional[str] = None, stop_after_steps: Optional[int] = None,
@@ -212,8 +190,8 @@ def train_unrolled(config: UnrolledConfig, images: np.ndarray, *,
   data = train.make_dataset(config, images, cache_dir)
   state = None
   if checkpoint_dir and train.read_checkpoint_meta(checkpoint_dir) is not None:
-    template = train.init_state(config, data.problems.op.in_shape)
-    state = _restore(checkpoint_dir, config, template)
+    state = train.restore_state(checkpoint_dir, config,
+                                train.init_state(config, data.problems.op.in_shape))
     logging.info("resumed unrolled training from %s at step %d", checkpoint_dir, int(state.step))
   if state is None:
     variables = initial_variables(config, data.problems)
@@ -235,7 +213,7 @@ def train_unrolled(config: UnrolledConfig, images: np.ndarray, *,
                    (config.num_steps - step) / max(rate, 1e-9))
       window_start, window_step = time.time(), step
     if checkpoint_dir and (step % checkpoint_every == 0 or step == config.num_steps):
-      _save(checkpoint_dir, config, state)
+      train.save_state(checkpoint_dir, config, state, {"kind": "unrolled"})
     if stop_after_steps is not None and step >= stop_after_steps:
       break
   variables = {"params": state.params, "batch_stats": state.batch_stats}

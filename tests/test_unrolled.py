@@ -1,4 +1,5 @@
 """Unrolled training (issue 8): exact gradients through DRS, remat, memory, resume, the oracle."""
+import dataclasses
 import json
 import math
 
@@ -107,7 +108,7 @@ def test_calibrated_batch_stats_make_inference_equal_training_mode():
 def _config(**changes):
   base = train.UnrolledConfig(task=TASK.replace(lam=0.1), net=NET, unroll_steps=3, num_steps=10,
                               batch_size=4, learning_rate=1e-3, reference_iters=100)
-  return base if not changes else train.UnrolledConfig(**{**base.__dict__, **changes})
+  return dataclasses.replace(base, **changes)
 
 
 def test_unrolled_training_lowers_the_loss_and_resumes_exactly(tmp_path):
@@ -164,8 +165,8 @@ def test_greedy_oracle_is_the_best_grid_choice(diagonal):
   best = errors.min(axis=0).sum() if diagonal else errors.sum(axis=(1, 2)).min()
   achieved = jnp.sum((problem.forward_backward(x, grad, d) - x_star) ** 2)
   np.testing.assert_allclose(achieved, best, rtol=1e-12)
-  if diagonal:  # the diagonal can only do better than the best single stepsize
-    assert best <= errors.sum(axis=(1, 2)).min()
+  if diagonal:  # a per-coefficient choice lands strictly closer than the best single stepsize
+    assert achieved < 0.99 * errors.sum(axis=(1, 2)).min()
 
 
 def test_oracle_driven_drs_is_monotone_and_beats_pgm():
@@ -214,7 +215,7 @@ def test_descent_penalty_sees_the_switch_off_that_the_distance_cannot():
 
   def parts(theta):
     method = DRS(ExpPolicy(theta), branchless=True)
-    states = unrolled.trajectory_states(method, problem, jnp.zeros(shape), 4)
+    states = unrolled.trajectory(method, problem, jnp.zeros(shape), 4, record=lambda s: s)
     return states, jnp.mean(jax.nn.relu(states.decrease_ratio))
 
   good, _ = parts(jnp.asarray(0.0))           # d = 1/L: always a descent direction
