@@ -37,7 +37,7 @@ import platform
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from absl import app, flags, logging
+from absl import app, flags
 import jax
 import jax.numpy as jnp
 import numpy as np

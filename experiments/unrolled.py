@@ -25,22 +25,12 @@ import numpy as np
 from absl import app, flags, logging
 
 from experiments import common
-from jsgp import nets, policies, train, unrolled
+from jsgp import policies, train, unrolled
 from jsgp.problems import simulate_batch
 from jsgp.metrics import nmse_db
 from jsgp.solvers import DRS, FISTA, SGP
 
 flags.DEFINE_enum("task", "inpainting", ["inpainting", "fourier"], "Measurement setting.")
-flags.DEFINE_integer("unroll_steps", 10, "T: DRS iterations inside the unrolled loss.")
-flags.DEFINE_integer("unrolled_train_steps", 150, "Adam steps of unrolled training.")
-flags.DEFINE_integer("unrolled_batch_size", 4, "Minibatch of unrolled training.")
-flags.DEFINE_float("unrolled_learning_rate", 1e-4, "Adam learning rate of unrolled training.")
-flags.DEFINE_bool("warm_start", True, "Start unrolled training from the greedy network "
-                  "(false: from scratch).")
-flags.DEFINE_bool("remat", True, "jax.checkpoint each unrolled iteration.")
-flags.DEFINE_float("descent_penalty", 0.0, "Weight of the unrolled loss's hinge on policy "
-                   "directions that are no descent direction (jsgp.unrolled.unrolled_loss); "
-                   "its networks go to checkpoints/unrolled_<head>_p<weight>.")
 flags.DEFINE_list("report_iters", ["1", "2", "5", "10", "20"], "Iterations to report.")
 flags.DEFINE_list("memory_unroll_steps", ["5", "10", "20"], "T values for the memory table "
                   "(empty: skip it).")
@@ -48,6 +38,9 @@ flags.DEFINE_integer("oracle_grid", 141, "Points of the oracle's log-stepsize gr
                      "[-max_log_scale, max_log_scale].")
 
 FLAGS = flags.FLAGS
+# The unrolled-training flags live in experiments.common (the protocol can refine its networks
+# the same way); this comparison needs them on.
+flags.FLAGS.set_default("unrolled_train_steps", 150)
 
 ROWS = ("fista_b", "sgp_bb", "greedy_step", "greedy_diag", "unrolled_step", "unrolled_diag",
         "oracle_step", "oracle_diag")
@@ -59,11 +52,10 @@ LABELS = {"fista_b": "FISTA-b", "sgp_bb": "SGP-BB", "greedy_step": "Step-learned
 
 def validate() -> List[int]:
   common.validate_flags(FLAGS.task)
-  for name in ("unroll_steps", "unrolled_train_steps", "unrolled_batch_size", "oracle_grid"):
-    if FLAGS[name].value < 1:
-      raise app.UsageError(f"--{name} must be >= 1, got {FLAGS[name].value}")
-  if FLAGS.unrolled_learning_rate <= 0 or FLAGS.descent_penalty < 0:
-    raise app.UsageError("--unrolled_learning_rate must be > 0 and --descent_penalty >= 0")
+  if FLAGS.unrolled_train_steps < 1:
+    raise app.UsageError("--unrolled_train_steps must be >= 1 for this comparison")
+  if FLAGS.oracle_grid < 1:
+    raise app.UsageError(f"--oracle_grid must be >= 1, got {FLAGS.oracle_grid}")
   try:
     iters = sorted({int(k) for k in FLAGS.report_iters})
     [int(t) for t in FLAGS.memory_unroll_steps]  # pylint: disable=expression-not-assigned
@@ -72,35 +64,6 @@ def validate() -> List[int]:
   if not iters or iters[0] < 1:
     raise app.UsageError("--report_iters must be positive integers")
   return iters
-
-
-def unrolled_config(task, head: str, warm_start_dir: str) -> train.UnrolledConfig:
-  net = nets.UNetConfig(features=FLAGS.net_features, depth=FLAGS.net_depth, head=head,
-                        max_log_scale=FLAGS.max_log_scale)
-  return train.UnrolledConfig(
-      task=task, net=net, unroll_steps=FLAGS.unroll_steps, num_steps=FLAGS.unrolled_train_steps,
-      batch_size=FLAGS.unrolled_batch_size, learning_rate=FLAGS.unrolled_learning_rate,
-      seed=FLAGS.seed, reference_iters=FLAGS.reference_iters, remat=FLAGS.remat,
-      warm_start=os.path.abspath(warm_start_dir) if FLAGS.warm_start else "",
-      descent_penalty=FLAGS.descent_penalty)
-
-
-def unrolled_policies(task, images, checkpoint_dir: str):
-  out, seconds = {}, {}
-  for head in ("step", "diag"):
-    config = unrolled_config(task, head, os.path.join(checkpoint_dir, head))
-    suffix = f"_p{FLAGS.descent_penalty:g}" if FLAGS.descent_penalty else ""
-    directory = os.path.join(checkpoint_dir, f"unrolled_{head}{suffix}")
-    start = time.time()
-    if FLAGS.reuse_checkpoint:
-      out[head] = train.load_policy(directory, config, task.synthesis.in_shape)
-    else:
-      result = unrolled.train_unrolled(config, images, checkpoint_dir=directory,
-                                       cache_dir=os.path.join(checkpoint_dir, "cache"))
-      out[head] = policies.LearnedPolicy(result.variables, config.net)
-    seconds[head] = time.time() - start
-    logging.info("unrolled %s network ready in %.0fs", head, seconds[head])
-  return out, seconds
 
 
 def curves(method_of, problems, images, x_star, iters: int) -> Dict[str, np.ndarray]:
@@ -212,7 +175,8 @@ def main(argv):
 
   greedy, greedy_seconds = common.learned_policies(task, train_images, checkpoint_dir,
                                                    ["step_learned", "diag_learned"])
-  unrolled_by_head, unrolled_seconds = unrolled_policies(task, train_images, checkpoint_dir)
+  unrolled_by_head, unrolled_seconds = common.unrolled_policies(task, train_images,
+                                                                checkpoint_dir)
 
   images = jnp.asarray(test_images)
   problems = simulate_batch(task, images, jax.random.PRNGKey(10_000 + FLAGS.seed))

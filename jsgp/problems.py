@@ -16,7 +16,7 @@ from flax import struct
 from jsgp import validation
 from jsgp.operators import (LinearOperator, WaveletSynthesis, gaussian_blur,
                             operator_norm_squared, random_pixel_mask, sum_squares,
-                            variable_density_pattern, vdot_real)
+                            variable_density_pattern)
 from jsgp.prox import soft_threshold
 
 # Safety factor on the power-iteration estimate of ||A||^2 (which approaches it from below).

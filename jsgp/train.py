@@ -73,6 +73,12 @@ class UnrolledConfig(_JsonConfig):
   remat: bool = True            # jax.checkpoint each unrolled iteration
   warm_start: str = ""
   descent_penalty: float = 0.0  # weight of the no-descent hinge (jsgp.unrolled.unrolled_loss)
+  target: str = "solution"      # what the loss measures iterates against: x* or the image
+
+  def __post_init__(self):
+    if self.target not in ("solution", "image"):
+      raise ValueError(f"UnrolledConfig.target must be 'solution' (x*) or 'image', got "
+                       f"{self.target!r}")
 
 
 class TrainState(NamedTuple):
@@ -158,12 +164,23 @@ def greedy_loss(params, batch_stats, net: nets.UNetConfig, problems: L1Problem, 
   return jnp.mean(err), new_stats
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def advance(net: nets.UNetConfig, variables, problems: L1Problem, x: jax.Array) -> jax.Array:
-  """Next iterates for the whole set with the current network: eq. 6 then eq. 8."""
-  log_scale = nets.apply_network(net, variables, _network_inputs(problems, x), train=False)
-  x_tilde = jax.vmap(_policy_step)(problems, x, log_scale)
-  return jax.vmap(_lipschitz_step)(problems, x_tilde)
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def advance(net: nets.UNetConfig, variables, problems: L1Problem, x: jax.Array,
+            chunk: int = 32) -> jax.Array:
+  """Next iterates for the whole set with the current network: eq. 6 then eq. 8.
+
+  ``problems`` batched over ``N``, ``x`` ``(N, Hc, Wc)``. The network runs on ``chunk`` instances
+  at a time (``lax.map``), so peak memory is that of a ``chunk`` batch, not of the whole set (at
+  256 x 256 with the paper's network, 450 instances at once would need ~40 GB of activations).
+  Inference-mode BatchNorm makes the result independent of the chunking.
+  """
+  def one(args):
+    problem, v = args
+    inputs = policies.network_inputs(problem, v, problem.grad(v))[None]
+    log_scale = nets.apply_network(net, variables, inputs, train=False)[0]
+    return _lipschitz_step(problem, _policy_step(problem, v, log_scale))
+
+  return jax.lax.map(one, (problems, x), batch_size=chunk)
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -388,7 +405,6 @@ def train(config: TrainConfig, images: np.ndarray, *, checkpoint_dir: Optional[s
   if mesh is not None:  # [distributed] fail before any work
     distributed.check_batch_divisible(config.batch_size, mesh)
   data = make_dataset(config, images, cache_dir)
-  n = data.x_star.shape[0]
   state = init_state(config, data.problems.op.in_shape)
   if checkpoint_dir and read_checkpoint_meta(checkpoint_dir) is not None:
     state, data, meta = restore_checkpoint(checkpoint_dir, config, state, data, mesh)

@@ -8,7 +8,8 @@ fallback and all) run in ``lax.scan`` from ``x_0 = 0``, with the loss
   ``L = mean over the batch and k = 1..T of 10 log10(||x_k - x*||^2 / ||x*||^2)``,
 
 the mean NMSE to ``x*`` in dB along the trajectory (every iteration weighs alike, whatever its
-error's magnitude). The Armijo factor and the relaxation decisions are piecewise constant in the
+error's magnitude); or, with ``target="image"``, the mean NMSE of ``W^T x_k`` to the original
+image, the measure the experiments report. The Armijo factor and the relaxation decisions are piecewise constant in the
 iterate, so their derivative is zero almost everywhere; ``jsgp.solvers.linesearch.armijo`` cuts
 them from the autodiff graph, which makes ``jax.grad`` through the solver step exact wherever those
 decisions do not switch. BatchNorm runs on frozen statistics, exactly as the solver applies the
@@ -63,29 +64,46 @@ def trajectory(method, problem: L1Problem, x0: jax.Array, num_steps: int, remat:
 
 
 def nmse_to_solution_db(xs: jax.Array, x_star: jax.Array) -> jax.Array:
-  """``10 log10(||x - x*||^2 / ||x*||^2)`` over the last two axes: ``(..., Hc, Wc) -> (...)``."""
+  """``10 log10(||x - x*||^2 / ||x*||^2)`` over the last two axes: ``(..., H, W) -> (...)``."""
   err = jnp.sum((xs - x_star) ** 2, axis=(-2, -1))
   return 10.0 * jnp.log10(err / jnp.sum(x_star ** 2, axis=(-2, -1)) + 1e-20)
 
 
+UNROLLED_TARGETS = ("solution", "image")
+
+
 def unrolled_loss(params, batch_stats, net: nets.UNetConfig, problems: L1Problem,
-                  x_star: jax.Array, unroll_steps: int, remat: bool = True,
-                  descent_penalty: float = 0.0) -> jax.Array:
-  """Mean over the batch ``B`` and ``k = 1..T`` of the dB distance of ``x_k`` to ``x*``, plus
-  ``descent_penalty`` times the mean hinge ``max(0, Delta_k / |F(x_{k-1})|)``.
+                  targets: jax.Array, unroll_steps: int, remat: bool = True,
+                  descent_penalty: float = 0.0, target: str = "solution") -> jax.Array:
+  """Mean over the batch ``B`` and ``k = 1..T`` of the dB distance of iterate ``k`` to the
+  target, plus ``descent_penalty`` times the mean hinge ``max(0, Delta_k / |F(x_{k-1})|)``.
+
+  ``target="solution"`` (the paper's goal: reach ``x*`` fast): ``targets`` is ``x*``
+  ``(B, Hc, Wc)`` and the distance is ``||x_k - x*||^2 / ||x*||^2`` on the coefficients.
+  ``target="image"``: ``targets`` are the original images ``(B, H, W)`` and the distance is the
+  NMSE of ``W^T x_k`` against them, the quantity the experiments report. The solver is the same
+  DRS either way (monotone in ``F``, converging to ``x*``); only which point of the way the
+  network aims at changes.
 
   The hinge is there because DRS switches the policy off for good the first time its direction is
   no descent direction (``Delta >= 0``). That switch is a discrete decision: it has no gradient,
   and after it no later iterate depends on the network, so the distance term alone cannot see
   what the switch costs. The hinge is differentiable in the direction that caused it.
 
-  ``problems`` batched over ``B``; ``x_star`` ``(B, Hc, Wc)``; the solve starts at zero.
+  ``problems`` batched over ``B``; the solve starts at zero.
   """
+  if target not in UNROLLED_TARGETS:
+    raise ValueError(f"unknown unrolled target {target!r}; expected one of {UNROLLED_TARGETS}")
   method = learned_solver(net, {"params": params, "batch_stats": batch_stats})
-  x0 = jnp.zeros_like(x_star)
-  xs, decrease_ratio = jax.vmap(lambda p, x: trajectory(
-      method, p, x, unroll_steps, remat, record=lambda s: (s.x, s.decrease_ratio)))(problems, x0)
-  loss = jnp.mean(nmse_to_solution_db(xs, x_star[:, None]))
+  as_target = (lambda p, x: x) if target == "solution" else (lambda p, x: p.image(x))
+
+  def one(problem):
+    x0 = jnp.zeros(problem.op.in_shape, problem.lipschitz.dtype)
+    return trajectory(method, problem, x0, unroll_steps, remat,
+                      record=lambda s: (as_target(problem, s.x), s.decrease_ratio))
+
+  estimates, decrease_ratio = jax.vmap(one)(problems)
+  loss = jnp.mean(nmse_to_solution_db(estimates, targets[:, None]))
   if descent_penalty:
     loss = loss + descent_penalty * jnp.mean(jax.nn.relu(decrease_ratio))
   return loss
@@ -114,15 +132,16 @@ def sample_indices(config: UnrolledConfig, step: jax.Array, n: int) -> jax.Array
 
 @functools.lru_cache(maxsize=8)
 def make_unrolled_step(config: UnrolledConfig):
-  """The jitted optimiser step: gather a minibatch, value-and-grad of the unrolled loss, Adam."""
+  """The jitted optimiser step: gather a minibatch, value-and-grad of the unrolled loss, Adam.
+  ``targets``: ``x*`` or the images, as ``config.target`` says."""
   optimizer = train.make_optimizer(config)
 
-  def step(state: TrainState, problems: L1Problem, x_star: jax.Array):
-    index = sample_indices(config, state.step, x_star.shape[0])
+  def step(state: TrainState, problems: L1Problem, targets: jax.Array):
+    index = sample_indices(config, state.step, targets.shape[0])
     batch = jax.tree_util.tree_map(lambda a: a[index], problems)
     loss, grads = jax.value_and_grad(unrolled_loss)(
-        state.params, state.batch_stats, config.net, batch, x_star[index], config.unroll_steps,
-        config.remat, config.descent_penalty)
+        state.params, state.batch_stats, config.net, batch, targets[index], config.unroll_steps,
+        config.remat, config.descent_penalty, config.target)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return TrainState(params, state.batch_stats, opt_state, state.step + 1), loss
@@ -199,11 +218,12 @@ def train_unrolled(config: UnrolledConfig, images: np.ndarray, *,
     state = TrainState(variables["params"], variables["batch_stats"], optimizer_state,
                        jnp.int32(0))
   step_fn = make_unrolled_step(config)
+  targets = data.x_star if config.target == "solution" else jnp.asarray(images, data.x_star.dtype)
   losses = np.full((config.num_steps,), np.nan, np.float32)
   step = int(state.step)
   window_start, window_step = time.time(), step
   while step < config.num_steps:
-    state, loss = step_fn(state, data.problems, data.x_star)
+    state, loss = step_fn(state, data.problems, targets)
     step += 1
     if step % log_every == 0 or step == config.num_steps:
       losses[step - 1] = float(loss)

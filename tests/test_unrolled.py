@@ -14,6 +14,7 @@ from jsgp import nets, policies, train, unrolled
 from jsgp.data import load_images
 from jsgp.problems import Task, simulate_batch
 from jsgp.solvers import DRS, solve
+from jsgp.solvers.driver import run
 
 from test_solvers import problem_for, reference
 
@@ -234,3 +235,28 @@ def test_checkpoint_without_a_newer_defaulted_setting_still_matches(tmp_path):
   train.check_compatible(str(tmp_path), meta, config)
   with pytest.raises(train.CheckpointMismatch, match="descent_penalty"):
     train.check_compatible(str(tmp_path), meta, _config(descent_penalty=1.0))
+
+
+def test_image_target_loss_is_the_reported_nmse_along_the_trajectory():
+  """``target="image"`` scores what the experiments report: the mean over k = 1..T of the
+  driver's NMSE (dB) of ``W^T x_k`` against the original image, for the same DRS."""
+  images, problems = _batch(2, dtype=np.float64)
+  config, variables = _variables("step")
+  steps = 3
+  loss = unrolled.unrolled_loss(variables["params"], variables["batch_stats"], config, problems,
+                                jnp.asarray(images), steps, target="image")
+  method = unrolled.learned_solver(config, variables)
+  history = jax.vmap(lambda p, image: run(method, p, jnp.zeros(p.op.in_shape), steps,
+                                         reference=image).history.nmse)(problems,
+                                                                        jnp.asarray(images))
+  np.testing.assert_allclose(float(loss), float(jnp.mean(history[:, 1:])), rtol=1e-10)
+  # Against x* it is another number: the targets are not interchangeable.
+  x_star = train.converged_solutions(problems, 100)
+  to_solution = unrolled.unrolled_loss(variables["params"], variables["batch_stats"], config,
+                                       problems, x_star, steps)
+  assert abs(float(to_solution) - float(loss)) > 0.1
+  with pytest.raises(ValueError, match="target"):
+    unrolled.unrolled_loss(variables["params"], variables["batch_stats"], config, problems,
+                           x_star, steps, target="images")
+  with pytest.raises(ValueError, match="target"):
+    _config(target="x")

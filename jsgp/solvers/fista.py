@@ -1,7 +1,7 @@
 """FISTA with Beck-Teboulle backtracking ("FISTA-b", the paper's baseline)."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
