@@ -8,9 +8,11 @@ of eq. 8. The ground truth ``x*`` (FISTA, ``reference_iters`` iterations) is com
 one jit call and cached on disk, keyed by the problem configuration.
 
 Every step is one jit-compiled call, vmapped over the minibatch; the whole training set (problems,
-iterates, ``x*``) stays on the device and minibatches are gathered inside the step. Minibatch
-indices are a pure function of ``(seed, global step)``, so a run resumed from a checkpoint
-reproduces the uninterrupted run exactly.
+iterates, ``x*``) stays on the device and minibatches are gathered inside the step. The iterates
+live in one buffer of all K stages, filled stage by stage, so the step compiles once for the whole
+run. Minibatch indices are a pure function of ``(seed, global step)``, so a run resumed from a
+checkpoint reproduces the uninterrupted run exactly. A checkpoint holds the training state; each
+stage's iterates are written once, when they are made, beside it.
 """
 from __future__ import annotations
 
@@ -93,7 +95,8 @@ class Dataset(NamedTuple):
 
   problems: L1Problem      # batched over N
   x_star: jax.Array        # (N, Hc, Wc)
-  iterates: jax.Array      # (stages so far, N, Hc, Wc): x^(0..k)
+  iterates: jax.Array      # (K, N, Hc, Wc): x^(0..K-1); rows >= num_iterates are not made yet
+  num_iterates: jax.Array  # () int32: stages whose iterates exist, 1..K (training samples these)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -114,8 +117,13 @@ def converged_solutions(problems: L1Problem, iters: int) -> jax.Array:
   return jax.vmap(lambda p, x: run(FISTA(), p, x, iters).x)(problems, x0)
 
 
-def make_dataset(config: TrainConfig, images: np.ndarray, cache_dir: Optional[str]) -> Dataset:
-  """Simulate one measurement per image (key = ``seed``) and load or compute ``x*``."""
+def make_dataset(config, images: np.ndarray, cache_dir: Optional[str],
+                 num_stages: int = 1) -> Dataset:
+  """Simulate one measurement per image (key = ``seed``) and load or compute ``x*``.
+
+  ``config``: a ``TrainConfig`` or ``UnrolledConfig`` (its task, seed and reference_iters).
+  The iterate buffer holds ``num_stages`` stages (greedy training passes its K), ``x^(0) = 0``.
+  """
   problems = simulate_batch(config.task, jnp.asarray(images), jax.random.PRNGKey(config.seed))
   path = None
   if cache_dir:
@@ -131,8 +139,14 @@ def make_dataset(config: TrainConfig, images: np.ndarray, cache_dir: Optional[st
                  config.reference_iters, x_star.shape[0], time.time() - start)
     if path:
       np.save(path, np.asarray(x_star))
-  x0 = jnp.zeros_like(x_star)[None]
-  return Dataset(problems=problems, x_star=x_star, iterates=x0)
+  iterates = jnp.zeros((num_stages,) + x_star.shape, x_star.dtype)
+  return Dataset(problems=problems, x_star=x_star, iterates=iterates, num_iterates=jnp.int32(1))
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _store_iterates(iterates: jax.Array, index: jax.Array, x: jax.Array) -> jax.Array:
+  """``iterates[index] = x`` in place (the buffer is donated)."""
+  return jax.lax.dynamic_update_index_in_dim(iterates, x, index, axis=0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -191,8 +205,9 @@ def _gather(tree, index):
   return jax.tree_util.tree_map(lambda a: a[index], tree)
 
 
-def sample_batch(config: TrainConfig, step: jax.Array, num_stages_so_far: int, n: int):
-  """Minibatch (stage index, problem index) pairs drawn uniformly from the cumulative set."""
+def sample_batch(config: TrainConfig, step: jax.Array, num_stages_so_far: jax.Array, n: int):
+  """Minibatch (stage index, problem index) pairs drawn uniformly from the cumulative set of
+  ``num_stages_so_far`` (traced: one compilation serves every stage) times ``n`` iterates."""
   key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), step)
   flat = jax.random.randint(key, (config.batch_size,), 0, num_stages_so_far * n)
   return flat // n, flat % n
@@ -211,7 +226,7 @@ def make_train_step(config: TrainConfig, mesh: Optional[jax.sharding.Mesh] = Non
     distributed.check_batch_divisible(config.batch_size, mesh)
 
   def train_step(state: TrainState, data: Dataset):
-    stage_idx, prob_idx = sample_batch(config, state.step, data.iterates.shape[0],
+    stage_idx, prob_idx = sample_batch(config, state.step, data.num_iterates,
                                        data.x_star.shape[0])
     problems = _gather(data.problems, prob_idx)
     x, x_star = data.iterates[stage_idx, prob_idx], data.x_star[prob_idx]
@@ -261,10 +276,47 @@ def save_state(directory: str, config, state: TrainState, meta: Optional[Dict[st
         meta=ocp.args.JsonSave({"config": config.to_dict(), **(meta or {})}), **items))
 
 
-def save_checkpoint(directory: str, config: TrainConfig, state: TrainState, data: Dataset,
+def _iterates_path(directory: str, stage: int) -> str:
+  return os.path.join(os.path.abspath(directory), "iterates", f"stage_{stage:03d}.npy")
+
+
+def save_stage_iterates(directory: str, stage: int, x: jax.Array) -> None:
+  """Write stage ``stage``'s iterates ``(N, Hc, Wc)`` once, beside the checkpoints (atomically:
+  a temporary file renamed into place). They never change afterwards, so checkpoints do not
+  carry them: the disk traffic of a run is K slabs, not K^2 / 2."""
+  path = _iterates_path(directory, stage)
+  if jax.process_index() == 0:  # [distributed] every host holds the same replicated values
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "wb") as f:
+      np.save(f, np.asarray(x))
+    os.replace(path + ".tmp", path)
+
+
+def load_stage_iterates(directory: str, count: int, shape: Tuple[int, ...],
+                        dtype) -> np.ndarray:
+  """The first ``count`` stages' iterates, ``(count,) + shape``; a clear error for a missing,
+  unreadable or mismatched file."""
+  out = np.empty((count,) + tuple(shape), dtype)
+  for stage in range(count):
+    path = _iterates_path(directory, stage)
+    try:
+      slab = np.load(path)
+    except (OSError, ValueError, EOFError) as err:
+      raise ValueError(f"checkpoint at {directory}: the iterates of stage {stage} ({path}) are "
+                       f"missing or unreadable: {type(err).__name__}: {err}") from err
+    if slab.shape != tuple(shape):
+      raise ValueError(f"checkpoint at {directory}: the iterates of stage {stage} have shape "
+                       f"{slab.shape}, expected {tuple(shape)}")
+    out[stage] = slab
+  return out
+
+
+def save_checkpoint(directory: str, config: TrainConfig, state: TrainState, num_iterates: int,
                     stage: int, stage_done: bool) -> None:
-  meta = {"stage": stage, "stage_done": stage_done, "num_iterates": int(data.iterates.shape[0])}
-  save_state(directory, config, state, meta, iterates={"x": data.iterates})
+  """The training state, and how many stages' iterates (written by ``save_stage_iterates``)
+  belong to it."""
+  meta = {"stage": stage, "stage_done": stage_done, "num_iterates": num_iterates}
+  save_state(directory, config, state, meta)
 
 
 def _diff(saved: Dict[str, Any], current: Dict[str, Any], prefix: str = "") -> list:
@@ -346,13 +398,13 @@ def restore_checkpoint(directory: str, config: TrainConfig, template: TrainState
   if meta is None:
     raise FileNotFoundError(f"no checkpoint found in {directory}")
   check_compatible(directory, meta, config)
-  iterates = jax.ShapeDtypeStruct((meta["num_iterates"],) + tuple(data.x_star.shape),
-                                  data.x_star.dtype,
-                                  sharding=sharding or getattr(data.x_star, "sharding", None))
-  restored = _restore_items(directory, meta["step"], state=_abstract(template, sharding),
-                            iterates={"x": iterates})
+  count = meta["num_iterates"]
+  restored = _restore_items(directory, meta["step"], state=_abstract(template, sharding))
+  made = load_stage_iterates(directory, count, data.x_star.shape, data.x_star.dtype)
+  iterates = np.zeros(data.iterates.shape, data.x_star.dtype)
+  iterates[:count] = made
   return (_as_train_state(restored.state),
-          data._replace(iterates=jnp.asarray(restored.iterates["x"])), meta)
+          data._replace(iterates=jnp.asarray(iterates), num_iterates=jnp.int32(count)), meta)
 
 
 def _as_train_state(restored) -> TrainState:
@@ -404,7 +456,7 @@ def train(config: TrainConfig, images: np.ndarray, *, checkpoint_dir: Optional[s
   start = time.time()
   if mesh is not None:  # [distributed] fail before any work
     distributed.check_batch_divisible(config.batch_size, mesh)
-  data = make_dataset(config, images, cache_dir)
+  data = make_dataset(config, images, cache_dir, config.num_stages)
   state = init_state(config, data.problems.op.in_shape)
   if checkpoint_dir and read_checkpoint_meta(checkpoint_dir) is not None:
     state, data, meta = restore_checkpoint(checkpoint_dir, config, state, data, mesh)
@@ -416,6 +468,9 @@ def train(config: TrainConfig, images: np.ndarray, *, checkpoint_dir: Optional[s
   total = config.num_stages * config.steps_per_stage
   losses = np.full((total,), np.nan, np.float32)
   step = int(state.step)
+  made = int(data.num_iterates)  # stages whose iterates exist (host copy; no device sync)
+  if checkpoint_dir and step == 0:
+    save_stage_iterates(checkpoint_dir, 0, data.iterates[0])
   window_start, window_step = time.time(), step
   while step < total:
     stage = step // config.steps_per_stage
@@ -429,14 +484,18 @@ def train(config: TrainConfig, images: np.ndarray, *, checkpoint_dir: Optional[s
                    config.num_stages, step, total, losses[step - 1], rate, eta)
       window_start, window_step = time.time(), step
     stage_done = step % config.steps_per_stage == 0
-    if stage_done and data.iterates.shape[0] == stage + 1 and stage + 1 < config.num_stages:
+    if stage_done and made == stage + 1 and stage + 1 < config.num_stages:
       variables = {"params": state.params, "batch_stats": state.batch_stats}
-      nxt = advance(config.net, variables, data.problems, data.iterates[-1])
-      data = data._replace(iterates=jnp.concatenate([data.iterates, nxt[None]]))
+      nxt = advance(config.net, variables, data.problems, data.iterates[stage])
+      data = data._replace(iterates=_store_iterates(data.iterates, made, nxt),
+                           num_iterates=jnp.int32(made + 1))
       if mesh is not None:  # [distributed] keep the training set replicated
         data = distributed.replicate(data, mesh)
+      if checkpoint_dir:
+        save_stage_iterates(checkpoint_dir, made, nxt)
+      made += 1
     if checkpoint_dir and (stage_done or step % checkpoint_every == 0):
-      save_checkpoint(checkpoint_dir, config, state, data, stage, stage_done)
+      save_checkpoint(checkpoint_dir, config, state, made, stage, stage_done)
     if stop_after_steps is not None and step >= stop_after_steps:
       break
   variables = {"params": state.params, "batch_stats": state.batch_stats}

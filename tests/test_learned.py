@@ -129,7 +129,7 @@ def test_greedy_training_reduces_the_loss(tiny_images):
   x = data.iterates[0]
   for _ in range(2):
     x = train.advance(config.net, untrained, data.problems, x)
-  data = data._replace(iterates=x[None])
+  data = data._replace(iterates=x[None], num_iterates=jnp.int32(1))
   step = train.make_train_step(config)
   losses = []
   for _ in range(60):
@@ -159,6 +159,34 @@ def test_corrupt_checkpoint_gives_a_clear_error(tmp_path, tiny_images):
       path.write_bytes(b"garbage")
   with pytest.raises(ValueError, match="corrupt"):
     train.train(_tiny_config(num_stages=1), tiny_images, checkpoint_dir=str(ckpt))
+
+
+def test_stage_iterates_are_written_once_and_checked_on_resume(tmp_path, tiny_images):
+  """Each stage's iterates go to their own file when made (not into every checkpoint); a resume
+  whose iterate file is corrupt or missing stops with an error naming the stage."""
+  config, ckpt, cache = _tiny_config(), str(tmp_path / "ckpt"), str(tmp_path / "cache")
+  train.train(config, tiny_images, checkpoint_dir=ckpt, checkpoint_every=3, cache_dir=cache,
+              stop_after_steps=7)  # in stage 2: the iterates of stages 0 and 1 exist
+  files = sorted(os.listdir(os.path.join(ckpt, "iterates")))
+  assert files == ["stage_000.npy", "stage_001.npy"]
+  np.testing.assert_array_equal(np.load(os.path.join(ckpt, "iterates", files[0])), 0.0)
+  assert float(np.abs(np.load(os.path.join(ckpt, "iterates", files[1]))).max()) > 0
+  path = os.path.join(ckpt, "iterates", "stage_001.npy")
+  with open(path, "wb") as f:
+    f.write(b"garbage")
+  with pytest.raises(ValueError, match="iterates of stage 1 .* missing or unreadable"):
+    train.train(config, tiny_images, checkpoint_dir=ckpt, cache_dir=cache)
+  os.remove(path)
+  with pytest.raises(ValueError, match="iterates of stage 1 .* missing or unreadable"):
+    train.train(config, tiny_images, checkpoint_dir=ckpt, cache_dir=cache)
+
+
+def test_training_step_compiles_once_for_all_stages(tiny_images):
+  """The iterate set grows every stage, but lives in one K-stage buffer with a traced count: the
+  jitted step must not be retraced per stage (at paper scale on a GPU each retrace cost ~10 s)."""
+  config = _tiny_config(num_stages=4, steps_per_stage=2)
+  train.train(config, tiny_images)
+  assert train.make_train_step(config)._cache_size() == 1  # pylint: disable=protected-access
 
 
 def test_converged_solutions_are_cached(tmp_path, tiny_images):
