@@ -51,6 +51,11 @@ flags.DEFINE_integer("net_depth", 3, "U-Net poolings.")
 flags.DEFINE_float("max_log_scale", 7.0, "Bound on the network's log stepsize multiplier.")
 flags.DEFINE_integer("direct_steps", 1000, "Training steps of the direct-mapping U-Net.")
 flags.DEFINE_integer("reference_iters", 1200, "FISTA iterations for the training targets x*.")
+flags.DEFINE_enum("train_target", "solution", ["solution", "image"], "What the training losses "
+                  "(greedy eq. 7 and unrolled) measure iterates against: x*, the converged "
+                  "solution (the paper), or the original image, the quantity the tables report "
+                  "(beyond the paper; networks go to <head>_image directories). DRS keeps its "
+                  "monotone convergence to x* either way.")
 flags.DEFINE_integer("seed", 0, "Seed of measurements, initialisation and minibatches.")
 flags.DEFINE_list("methods", list(METHODS), f"Methods to run, from {METHODS}.")
 flags.DEFINE_integer("learned_iters", 20, "Iterations reported for the learned methods.")
@@ -70,9 +75,6 @@ flags.DEFINE_integer("unrolled_train_steps", 0, "Adam steps of unrolled training
 flags.DEFINE_integer("unroll_steps", 10, "T: DRS iterations inside the unrolled loss.")
 flags.DEFINE_integer("unrolled_batch_size", 4, "Minibatch of unrolled training.")
 flags.DEFINE_float("unrolled_learning_rate", 1e-4, "Adam learning rate of unrolled training.")
-flags.DEFINE_enum("unrolled_target", "solution", ["solution", "image"], "What the unrolled loss "
-                  "measures the iterates against: x* (the paper's goal) or the original image "
-                  "(the reported NMSE).")
 flags.DEFINE_bool("warm_start", True, "Start unrolled training from the greedy network "
                   "(false: from scratch).")
 flags.DEFINE_bool("remat", True, "jax.checkpoint each unrolled iteration.")
@@ -183,7 +185,12 @@ def train_config(task: Task, head: str) -> train.TrainConfig:
   return train.TrainConfig(task=task, net=net, num_stages=FLAGS.num_stages,
                            steps_per_stage=FLAGS.steps_per_stage, batch_size=FLAGS.batch_size,
                            learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
-                           reference_iters=FLAGS.reference_iters)
+                           reference_iters=FLAGS.reference_iters, target=FLAGS.train_target)
+
+
+def greedy_checkpoint_dir(checkpoint_dir: str, head: str) -> str:
+  """``<checkpoint_dir>/<head>[_image]``: one directory per greedy loss."""
+  return os.path.join(checkpoint_dir, head + ("_image" if FLAGS.train_target == "image" else ""))
 
 
 def learned_policies(task: Task, train_images: np.ndarray, checkpoint_dir: str,
@@ -195,7 +202,7 @@ def learned_policies(task: Task, train_images: np.ndarray, checkpoint_dir: str,
     if method not in methods:
       continue
     config = train_config(task, head)
-    directory = os.path.join(checkpoint_dir, head)
+    directory = greedy_checkpoint_dir(checkpoint_dir, head)
     start = time.time()
     if FLAGS.reuse_checkpoint:
       out[method] = train.load_policy(directory, config, task.synthesis.in_shape)
@@ -217,24 +224,24 @@ def unrolled_config(task: Task, head: str, warm_start_dir: str) -> train.Unrolle
       batch_size=FLAGS.unrolled_batch_size, learning_rate=FLAGS.unrolled_learning_rate,
       seed=FLAGS.seed, reference_iters=FLAGS.reference_iters, remat=FLAGS.remat,
       warm_start=os.path.abspath(warm_start_dir) if FLAGS.warm_start else "",
-      descent_penalty=FLAGS.descent_penalty, target=FLAGS.unrolled_target)
+      descent_penalty=FLAGS.descent_penalty, target=FLAGS.train_target)
 
 
 def unrolled_checkpoint_dir(checkpoint_dir: str, head: str) -> str:
   """``<checkpoint_dir>/unrolled_<head>[_p<hinge>][_image]``: one directory per loss."""
   suffix = f"_p{FLAGS.descent_penalty:g}" if FLAGS.descent_penalty else ""
-  suffix += "_image" if FLAGS.unrolled_target == "image" else ""
+  suffix += "_image" if FLAGS.train_target == "image" else ""
   return os.path.join(checkpoint_dir, f"unrolled_{head}{suffix}")
 
 
 def unrolled_policies(task: Task, images: np.ndarray, checkpoint_dir: str,
                       heads=("step", "diag")) -> Tuple[Dict[str, object], Dict[str, float]]:
   """Train (or, with --reuse_checkpoint, load) the unrolled network of each head, warm-started
-  from the greedy checkpoint in ``<checkpoint_dir>/<head>``. Returns policies and seconds."""
+  from the greedy checkpoint in ``greedy_checkpoint_dir``. Returns policies and seconds."""
   from jsgp import unrolled  # pylint: disable=import-outside-toplevel
   out, seconds = {}, {}
   for head in heads:
-    config = unrolled_config(task, head, os.path.join(checkpoint_dir, head))
+    config = unrolled_config(task, head, greedy_checkpoint_dir(checkpoint_dir, head))
     directory = unrolled_checkpoint_dir(checkpoint_dir, head)
     start = time.time()
     if FLAGS.reuse_checkpoint:

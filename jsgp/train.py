@@ -55,6 +55,19 @@ class TrainConfig(_JsonConfig):
   grad_clip: float = 1.0
   seed: int = 0
   reference_iters: int = 1200   # FISTA iterations for x*
+  target: str = "solution"      # what eq. 7 measures x~ against: x* (the paper) or the image
+
+  def __post_init__(self):
+    _check_target(self)
+
+
+TARGETS = ("solution", "image")
+
+
+def _check_target(config) -> None:
+  if config.target not in TARGETS:
+    raise ValueError(f"{type(config).__name__}.target must be 'solution' (x*) or 'image', got "
+                     f"{config.target!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,9 +91,7 @@ class UnrolledConfig(_JsonConfig):
   target: str = "solution"      # what the loss measures iterates against: x* or the image
 
   def __post_init__(self):
-    if self.target not in ("solution", "image"):
-      raise ValueError(f"UnrolledConfig.target must be 'solution' (x*) or 'image', got "
-                       f"{self.target!r}")
+    _check_target(self)
 
 
 class TrainState(NamedTuple):
@@ -95,6 +106,7 @@ class Dataset(NamedTuple):
 
   problems: L1Problem      # batched over N
   x_star: jax.Array        # (N, Hc, Wc)
+  images: jax.Array        # (N, H, W): the original images (the target of target="image")
   iterates: jax.Array      # (K, N, Hc, Wc): x^(0..K-1); rows >= num_iterates are not made yet
   num_iterates: jax.Array  # () int32: stages whose iterates exist, 1..K (training samples these)
 
@@ -140,7 +152,8 @@ def make_dataset(config, images: np.ndarray, cache_dir: Optional[str],
     if path:
       np.save(path, np.asarray(x_star))
   iterates = jnp.zeros((num_stages,) + x_star.shape, x_star.dtype)
-  return Dataset(problems=problems, x_star=x_star, iterates=iterates, num_iterates=jnp.int32(1))
+  return Dataset(problems=problems, x_star=x_star, images=jnp.asarray(images, x_star.dtype),
+                 iterates=iterates, num_iterates=jnp.int32(1))
 
 
 @functools.partial(jax.jit, donate_argnums=0)
@@ -168,13 +181,18 @@ def _network_inputs(problems: L1Problem, x: jax.Array) -> jax.Array:
 
 
 def greedy_loss(params, batch_stats, net: nets.UNetConfig, problems: L1Problem, x: jax.Array,
-                x_star: jax.Array) -> Tuple[jax.Array, Any]:
-  """Mean over the batch of ``||x* - x~||^2 / ||x*||^2`` (eq. 7). Returns (loss, new stats)."""
+                targets: jax.Array, target: str = "solution") -> Tuple[jax.Array, Any]:
+  """Eq. 7, normalised: the batch mean of ``||x* - x~||^2 / ||x*||^2`` with ``targets = x*``
+  ``(B, Hc, Wc)``; or, with ``target="image"`` and ``targets`` the original images ``(B, H, W)``,
+  of ``||W^T x~ - image||^2 / ||image||^2`` (the NMSE the experiments report).
+  Returns (loss, new BatchNorm statistics)."""
   variables = {"params": params, "batch_stats": batch_stats}
   log_scale, new_stats = nets.apply_network(net, variables, _network_inputs(problems, x),
                                             train=True)
-  x_tilde = jax.vmap(_policy_step)(problems, x, log_scale)
-  err = jnp.sum((x_star - x_tilde) ** 2, axis=(-2, -1)) / jnp.sum(x_star ** 2, axis=(-2, -1))
+  estimate = jax.vmap(_policy_step)(problems, x, log_scale)
+  if target == "image":
+    estimate = jax.vmap(lambda p, v: p.image(v))(problems, estimate)
+  err = jnp.sum((targets - estimate) ** 2, axis=(-2, -1)) / jnp.sum(targets ** 2, axis=(-2, -1))
   return jnp.mean(err), new_stats
 
 
@@ -229,11 +247,12 @@ def make_train_step(config: TrainConfig, mesh: Optional[jax.sharding.Mesh] = Non
     stage_idx, prob_idx = sample_batch(config, state.step, data.num_iterates,
                                        data.x_star.shape[0])
     problems = _gather(data.problems, prob_idx)
-    x, x_star = data.iterates[stage_idx, prob_idx], data.x_star[prob_idx]
+    x = data.iterates[stage_idx, prob_idx]
+    targets = (data.images if config.target == "image" else data.x_star)[prob_idx]
     if mesh is not None:  # [distributed] each device takes its slice of the minibatch
-      problems, x, x_star = distributed.constrain_batch((problems, x, x_star), mesh)
+      problems, x, targets = distributed.constrain_batch((problems, x, targets), mesh)
     (loss, new_stats), grads = jax.value_and_grad(greedy_loss, has_aux=True)(
-        state.params, state.batch_stats, config.net, problems, x, x_star)
+        state.params, state.batch_stats, config.net, problems, x, targets, config.target)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return TrainState(params, new_stats, opt_state, state.step + 1), loss

@@ -69,9 +69,6 @@ def nmse_to_solution_db(xs: jax.Array, x_star: jax.Array) -> jax.Array:
   return 10.0 * jnp.log10(err / jnp.sum(x_star ** 2, axis=(-2, -1)) + 1e-20)
 
 
-UNROLLED_TARGETS = ("solution", "image")
-
-
 def unrolled_loss(params, batch_stats, net: nets.UNetConfig, problems: L1Problem,
                   targets: jax.Array, unroll_steps: int, remat: bool = True,
                   descent_penalty: float = 0.0, target: str = "solution") -> jax.Array:
@@ -92,8 +89,8 @@ def unrolled_loss(params, batch_stats, net: nets.UNetConfig, problems: L1Problem
 
   ``problems`` batched over ``B``; the solve starts at zero.
   """
-  if target not in UNROLLED_TARGETS:
-    raise ValueError(f"unknown unrolled target {target!r}; expected one of {UNROLLED_TARGETS}")
+  if target not in train.TARGETS:
+    raise ValueError(f"unknown unrolled target {target!r}; expected one of {train.TARGETS}")
   method = learned_solver(net, {"params": params, "batch_stats": batch_stats})
   as_target = (lambda p, x: x) if target == "solution" else (lambda p, x: p.image(x))
 
@@ -218,7 +215,7 @@ def train_unrolled(config: UnrolledConfig, images: np.ndarray, *,
     state = TrainState(variables["params"], variables["batch_stats"], optimizer_state,
                        jnp.int32(0))
   step_fn = make_unrolled_step(config)
-  targets = data.x_star if config.target == "solution" else jnp.asarray(images, data.x_star.dtype)
+  targets = data.images if config.target == "image" else data.x_star
   losses = np.full((config.num_steps,), np.nan, np.float32)
   step = int(state.step)
   window_start, window_step = time.time(), step

@@ -224,3 +224,27 @@ def test_chunked_advance_equals_eq6_then_eq8_on_the_whole_batch(tiny_images, hea
   assert float(jnp.max(jnp.abs(expected - x))) > 1e-3  # the step moved the iterates
   scale = float(jnp.max(jnp.abs(expected)))
   np.testing.assert_allclose(np.asarray(chunked), np.asarray(expected), rtol=0, atol=1e-5 * scale)
+
+
+def test_greedy_loss_against_the_image_is_the_nmse_of_the_policy_step(tiny_images):
+  """``target="image"``: eq. 7's distance is taken between ``W^T x~`` and the original image
+  (normalised by the image's energy), ``x~`` being the policy's eq.-6 step; checked against the
+  same quantity computed directly from the problem pytree."""
+  config = _tiny_config(target="image")
+  data = train.make_dataset(config, tiny_images, None)
+  state = train.init_state(config, data.problems.op.in_shape)
+  x = data.x_star * 0.5  # somewhere between 0 and x*
+  loss, _ = train.greedy_loss(state.params, state.batch_stats, config.net, data.problems, x,
+                              data.images, "image")
+  # The untrained network outputs the 1/L step: x~ = T_{lam/L}(x - grad/L).
+  x_tilde = jax.vmap(lambda p, v: p.forward_backward(v, p.grad(v), 1.0 / p.lipschitz))(
+      data.problems, x)
+  images = jax.vmap(lambda p, v: p.image(v))(data.problems, x_tilde)
+  expected = np.mean([np.sum((np.asarray(tiny_images[i]) - np.asarray(images[i])) ** 2)
+                      / np.sum(np.asarray(tiny_images[i]) ** 2) for i in range(len(tiny_images))])
+  np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+  to_solution, _ = train.greedy_loss(state.params, state.batch_stats, config.net, data.problems,
+                                     x, data.x_star)
+  assert abs(float(to_solution) - float(loss)) > 1e-3 * float(loss)
+  with pytest.raises(ValueError, match="target"):
+    _tiny_config(target="images")
