@@ -193,6 +193,15 @@ def greedy_checkpoint_dir(checkpoint_dir: str, head: str) -> str:
   return os.path.join(checkpoint_dir, head + ("_image" if FLAGS.train_target == "image" else ""))
 
 
+def _train_or_load(config, directory: str, train_fn) -> policies_lib.LearnedPolicy:
+  """The policy of ``config`` (a ``TrainConfig`` or ``UnrolledConfig``): with
+  --reuse_checkpoint loaded from ``directory``, else trained there by ``train_fn(directory)``
+  (which resumes from a checkpoint it finds there)."""
+  if FLAGS.reuse_checkpoint:
+    return train.load_policy(directory, config, config.task.synthesis.in_shape)
+  return policies_lib.LearnedPolicy(train_fn(directory).variables, config.net)
+
+
 def learned_policies(task: Task, train_images: np.ndarray, checkpoint_dir: str,
                      methods: List[str],
                      mesh=None) -> Tuple[Dict[str, object], Dict[str, float]]:
@@ -202,15 +211,13 @@ def learned_policies(task: Task, train_images: np.ndarray, checkpoint_dir: str,
     if method not in methods:
       continue
     config = train_config(task, head)
-    directory = greedy_checkpoint_dir(checkpoint_dir, head)
     start = time.time()
-    if FLAGS.reuse_checkpoint:
-      out[method] = train.load_policy(directory, config, task.synthesis.in_shape)
-    else:
-      result = train.train(config, train_images, checkpoint_dir=directory,
-                           checkpoint_every=FLAGS.checkpoint_every,
-                           cache_dir=os.path.join(checkpoint_dir, "cache"), mesh=mesh)
-      out[method] = policies_lib.LearnedPolicy(result.variables, config.net)
+    out[method] = _train_or_load(
+        config, greedy_checkpoint_dir(checkpoint_dir, head),
+        lambda directory, config=config: train.train(
+            config, train_images, checkpoint_dir=directory,
+            checkpoint_every=FLAGS.checkpoint_every,
+            cache_dir=os.path.join(checkpoint_dir, "cache"), mesh=mesh))
     seconds[method] = time.time() - start
     logging.info("%s ready in %.0fs", LABELS[method], seconds[method])
   return out, seconds
@@ -242,14 +249,12 @@ def unrolled_policies(task: Task, images: np.ndarray, checkpoint_dir: str,
   out, seconds = {}, {}
   for head in heads:
     config = unrolled_config(task, head, greedy_checkpoint_dir(checkpoint_dir, head))
-    directory = unrolled_checkpoint_dir(checkpoint_dir, head)
     start = time.time()
-    if FLAGS.reuse_checkpoint:
-      out[head] = train.load_policy(directory, config, task.synthesis.in_shape)
-    else:
-      result = unrolled.train_unrolled(config, images, checkpoint_dir=directory,
-                                       cache_dir=os.path.join(checkpoint_dir, "cache"))
-      out[head] = policies_lib.LearnedPolicy(result.variables, config.net)
+    out[head] = _train_or_load(
+        config, unrolled_checkpoint_dir(checkpoint_dir, head),
+        lambda directory, config=config: unrolled.train_unrolled(
+            config, images, checkpoint_dir=directory,
+            cache_dir=os.path.join(checkpoint_dir, "cache")))
     seconds[head] = time.time() - start
     logging.info("unrolled %s network (T=%d, target %s) ready in %.0fs", head,
                  config.unroll_steps, config.target, seconds[head])
