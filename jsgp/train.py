@@ -311,11 +311,10 @@ def save_stage_iterates(directory: str, stage: int, x: jax.Array) -> None:
     os.replace(path + ".tmp", path)
 
 
-def load_stage_iterates(directory: str, count: int, shape: Tuple[int, ...],
-                        dtype) -> np.ndarray:
-  """The first ``count`` stages' iterates, ``(count,) + shape``; a clear error for a missing,
-  unreadable or mismatched file."""
-  out = np.empty((count,) + tuple(shape), dtype)
+def load_stage_iterates(directory: str, out: np.ndarray, count: int) -> np.ndarray:
+  """Read the first ``count`` stages' iterates into ``out[:count]`` (``out``: ``(K, N, Hc, Wc)``)
+  and return ``out``; a clear error for a missing, unreadable or mismatched file."""
+  shape = out.shape[1:]
   for stage in range(count):
     path = _iterates_path(directory, stage)
     try:
@@ -323,7 +322,7 @@ def load_stage_iterates(directory: str, count: int, shape: Tuple[int, ...],
     except (OSError, ValueError, EOFError) as err:
       raise ValueError(f"checkpoint at {directory}: the iterates of stage {stage} ({path}) are "
                        f"missing or unreadable: {type(err).__name__}: {err}") from err
-    if slab.shape != tuple(shape):
+    if slab.shape != shape:
       raise ValueError(f"checkpoint at {directory}: the iterates of stage {stage} have shape "
                        f"{slab.shape}, expected {tuple(shape)}")
     out[stage] = slab
@@ -419,9 +418,8 @@ def restore_checkpoint(directory: str, config: TrainConfig, template: TrainState
   check_compatible(directory, meta, config)
   count = meta["num_iterates"]
   restored = _restore_items(directory, meta["step"], state=_abstract(template, sharding))
-  made = load_stage_iterates(directory, count, data.x_star.shape, data.x_star.dtype)
-  iterates = np.zeros(data.iterates.shape, data.x_star.dtype)
-  iterates[:count] = made
+  iterates = load_stage_iterates(directory, np.zeros(data.iterates.shape, data.x_star.dtype),
+                                 count)
   return (_as_train_state(restored.state),
           data._replace(iterates=jnp.asarray(iterates), num_iterates=jnp.int32(count)), meta)
 
