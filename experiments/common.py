@@ -63,9 +63,8 @@ flags.DEFINE_integer("fista_iters", 100, "Iterations reported for FISTA-b and SG
 flags.DEFINE_integer("converged_iters", 1200, "Iterations of the converged FISTA reference.")
 flags.DEFINE_string("out_dir", "out/experiment", "Where results and figures go.")
 flags.DEFINE_string("checkpoint_dir", "", "Checkpoints (default: <out_dir>/checkpoints).")
-flags.DEFINE_integer("checkpoint_every", 100, "Greedy training saves a checkpoint every this "
-                     "many steps and at the end of each stage (a checkpoint holds the growing "
-                     "set of iterates: ~0.14 GB per stage at 450 images of 256 x 256).")
+flags.DEFINE_integer("checkpoint_every", 100, "Greedy training saves a checkpoint (the "
+                     "training state) every this many steps and at the end of each stage.")
 flags.DEFINE_bool("reuse_checkpoint", False, "Load trained networks from --checkpoint_dir "
                   "instead of training (error if none matches).")
 # --- Unrolled refinement (jsgp.unrolled, beyond the paper): after greedy training, train each

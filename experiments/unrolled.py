@@ -39,8 +39,7 @@ flags.DEFINE_integer("oracle_grid", 141, "Points of the oracle's log-stepsize gr
 
 FLAGS = flags.FLAGS
 # The unrolled-training flags live in experiments.common (the protocol can refine its networks
-# the same way); this comparison needs them on.
-flags.FLAGS.set_default("unrolled_train_steps", 150)
+# the same way). This comparison needs --unrolled_train_steps >= 1 (the flagfiles set 150).
 
 ROWS = ("fista_b", "sgp_bb", "greedy_step", "greedy_diag", "unrolled_step", "unrolled_diag",
         "oracle_step", "oracle_diag")
@@ -53,7 +52,8 @@ LABELS = {"fista_b": "FISTA-b", "sgp_bb": "SGP-BB", "greedy_step": "Step-learned
 def validate() -> List[int]:
   common.validate_flags(FLAGS.task)
   if FLAGS.unrolled_train_steps < 1:
-    raise app.UsageError("--unrolled_train_steps must be >= 1 for this comparison")
+    raise app.UsageError("--unrolled_train_steps must be >= 1 for this comparison (e.g. "
+                         "--flagfile=experiments/configs/unrolled_inpainting.flags sets 150)")
   if FLAGS.oracle_grid < 1:
     raise app.UsageError(f"--oracle_grid must be >= 1, got {FLAGS.oracle_grid}")
   try:

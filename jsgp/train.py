@@ -58,16 +58,17 @@ class TrainConfig(_JsonConfig):
   target: str = "solution"      # what eq. 7 measures x~ against: x* (the paper) or the image
 
   def __post_init__(self):
-    _check_target(self)
+    check_target(self.target)
 
 
 TARGETS = ("solution", "image")
 
 
-def _check_target(config) -> None:
-  if config.target not in TARGETS:
-    raise ValueError(f"{type(config).__name__}.target must be 'solution' (x*) or 'image', got "
-                     f"{config.target!r}")
+def check_target(target: str) -> None:
+  """Raise ``ValueError`` unless ``target`` names a training target: ``"solution"`` (x*) or
+  ``"image"`` (the original image)."""
+  if target not in TARGETS:
+    raise ValueError(f"training target must be 'solution' (x*) or 'image', got {target!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +92,7 @@ class UnrolledConfig(_JsonConfig):
   target: str = "solution"      # what the loss measures iterates against: x* or the image
 
   def __post_init__(self):
-    _check_target(self)
+    check_target(self.target)
 
 
 class TrainState(NamedTuple):
@@ -186,6 +187,7 @@ def greedy_loss(params, batch_stats, net: nets.UNetConfig, problems: L1Problem, 
   ``(B, Hc, Wc)``; or, with ``target="image"`` and ``targets`` the original images ``(B, H, W)``,
   of ``||W^T x~ - image||^2 / ||image||^2`` (the NMSE the experiments report).
   Returns (loss, new BatchNorm statistics)."""
+  check_target(target)
   variables = {"params": params, "batch_stats": batch_stats}
   log_scale, new_stats = nets.apply_network(net, variables, _network_inputs(problems, x),
                                             train=True)
@@ -283,16 +285,15 @@ def _manager(directory: str, max_to_keep: int = 2):
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
-def save_state(directory: str, config, state: TrainState, meta: Optional[Dict[str, Any]] = None,
-               **arrays) -> None:
+def save_state(directory: str, config, state: TrainState,
+               meta: Optional[Dict[str, Any]] = None) -> None:
   """Checkpoint ``state`` at its step with ``config`` (a ``TrainConfig`` or ``UnrolledConfig``)
-  and ``meta`` in the JSON metadata, plus any further pytrees of arrays in ``arrays``."""
+  and ``meta`` in the JSON metadata."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  items = {name: ocp.args.StandardSave(tree) for name, tree in arrays.items()}
   with _manager(directory) as mngr:
     mngr.save(int(state.step), force=True, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
-        meta=ocp.args.JsonSave({"config": config.to_dict(), **(meta or {})}), **items))
+        meta=ocp.args.JsonSave({"config": config.to_dict(), **(meta or {})})))
 
 
 def _iterates_path(directory: str, stage: int) -> str:

@@ -89,8 +89,7 @@ def unrolled_loss(params, batch_stats, net: nets.UNetConfig, problems: L1Problem
 
   ``problems`` batched over ``B``; the solve starts at zero.
   """
-  if target not in train.TARGETS:
-    raise ValueError(f"unknown unrolled target {target!r}; expected one of {train.TARGETS}")
+  train.check_target(target)
   method = learned_solver(net, {"params": params, "batch_stats": batch_stats})
   as_target = (lambda p, x: x) if target == "solution" else (lambda p, x: p.image(x))
 

@@ -129,7 +129,7 @@ def test_greedy_training_reduces_the_loss(tiny_images):
   x = data.iterates[0]
   for _ in range(2):
     x = train.advance(config.net, untrained, data.problems, x)
-  data = data._replace(iterates=x[None], num_iterates=jnp.int32(1))
+  data = data._replace(iterates=x[None])
   step = train.make_train_step(config)
   losses = []
   for _ in range(60):
@@ -248,3 +248,6 @@ def test_greedy_loss_against_the_image_is_the_nmse_of_the_policy_step(tiny_image
   assert abs(float(to_solution) - float(loss)) > 1e-3 * float(loss)
   with pytest.raises(ValueError, match="target"):
     _tiny_config(target="images")
+  with pytest.raises(ValueError, match="target"):
+    train.greedy_loss(state.params, state.batch_stats, config.net, data.problems, x, data.images,
+                      "images")
