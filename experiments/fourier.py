@@ -1,14 +1,8 @@
-"""fourier: the paper's protocol (section 6). `python -m experiments.fourier --flagfile=experiments/configs/fourier_demo.flags`."""
-from absl import app
+"""fourier: the paper's protocol (section 6).
 
-from experiments import common
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.run_experiment("fourier")
-
+  python -m experiments.fourier --flagfile=experiments/configs/fourier_demo.flags
+"""
+from experiments import cli, protocol, settings
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run_main(settings.ProtocolConfig, protocol.run, task="fourier")

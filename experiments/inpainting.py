@@ -1,14 +1,8 @@
-"""inpainting: the paper's protocol (section 6). `python -m experiments.inpainting --flagfile=experiments/configs/inpainting_demo.flags`."""
-from absl import app
+"""inpainting: the paper's protocol (section 6).
 
-from experiments import common
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.run_experiment("inpainting")
-
+  python -m experiments.inpainting --flagfile=experiments/configs/inpainting_demo.flags
+"""
+from experiments import cli, protocol, settings
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run_main(settings.ProtocolConfig, protocol.run, task="inpainting")

@@ -12,22 +12,8 @@ import optax
 from absl import logging
 
 from jsgp import nets
-from jsgp.problems import L1Problem
 
 SCALE = 255.0  # images are on the 0-255 scale; the network sees them divided by this
-
-
-def initial_estimate(problem: L1Problem) -> jax.Array:
-  """The non-iterative image estimate from the measurements, ``(H, W)``.
-
-  The adjoint of the measurement operator: the zero-filled image (inpainting), the zero-filled
-  inverse FFT (partial Fourier), the blurred image (deblurring); filtered back-projection for CT.
-  """
-  measurement = problem.op.outer
-  if hasattr(measurement, "angles"):
-    from jsgp.operators.radon import filtered_back_projection  # pylint: disable=import-outside-toplevel
-    return filtered_back_projection(measurement, problem.y)
-  return measurement.adjoint(problem.y)
 
 
 def _inputs(images: jax.Array) -> jax.Array:

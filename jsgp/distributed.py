@@ -7,19 +7,19 @@ training set). ``jit`` and the SPMD partitioner insert every collective (the gra
 the batch-norm statistics, the ``while_loop`` predicate of a batched solve); there is no
 hand-written communication.
 
+Every helper takes ``mesh=None`` for the single-device case and then changes nothing, so callers
+(the batched solver runner, the training steps) have one code path with or without a mesh.
+
 Multi-host: every host runs the same program; call :func:`initialize_multihost` first, then
 :func:`make_mesh` sees the devices of all hosts (``jax.devices()`` is global).
 """
 from __future__ import annotations
 
-import functools
-from typing import Any, Optional
+from typing import Callable, Optional
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
-from jsgp.solvers.driver import check_inputs, for_vmap, run
 
 DATA_AXIS = "data"
 
@@ -63,8 +63,10 @@ def initialize_multihost(coordinator_address: Optional[str], num_processes: Opti
                              num_processes=num_processes, process_id=process_id)
 
 
-def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:
+def check_batch_divisible(batch_size: int, mesh: Optional[Mesh]) -> None:
   """A batch sharded along ``"data"`` must split evenly: raise a clear ValueError if not."""
+  if mesh is None:
+    return
   n = mesh.shape[DATA_AXIS]
   if batch_size % n:
     raise ValueError(f"batch size {batch_size} does not divide evenly across {n} devices; "
@@ -80,8 +82,10 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def constrain_batch(tree, mesh: Mesh):
-  """Inside ``jit``: every leaf's leading axis sharded over ``"data"``."""
+def constrain_batch(tree, mesh: Optional[Mesh]):
+  """Inside ``jit``: every leaf's leading axis sharded over ``"data"`` (no mesh: ``tree``)."""
+  if mesh is None:
+    return tree
   sharding = batch_sharding(mesh)
   return jax.tree_util.tree_map(lambda a: jax.lax.with_sharding_constraint(a, sharding), tree)
 
@@ -96,49 +100,26 @@ def _put(leaf, sharding: NamedSharding):
   return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
-def replicate(tree, mesh: Mesh):
-  """Place every array leaf of ``tree`` on every device of ``mesh`` (no-op if already there)."""
+def replicate(tree, mesh: Optional[Mesh]):
+  """Place every array leaf of ``tree`` on every device of ``mesh`` (no-op if already there, or
+  without a mesh)."""
+  if mesh is None:
+    return tree
   sharding = replicated_sharding(mesh)
   return jax.tree_util.tree_map(lambda a: _put(a, sharding), tree)
 
 
-def shard_batch(tree, mesh: Mesh):
-  """Split every leaf of ``tree`` along its leading axis over ``"data"``."""
+def shard_batch(tree, mesh: Optional[Mesh]):
+  """Split every leaf of ``tree`` along its leading axis over ``"data"`` (no mesh: ``tree``)."""
+  if mesh is None:
+    return tree
   sharding = batch_sharding(mesh)
   return jax.tree_util.tree_map(lambda a: _put(a, sharding), tree)
 
 
-# ------------------------------------------------------------------------------------------------
-# Batched solving.
-
-@functools.partial(jax.jit, static_argnames=("max_iter", "mesh"))
-def _sharded_run(method, problems, x0, max_iter, tol, reference, mesh):
-  problems, x0 = constrain_batch((problems, x0), mesh)
-  ref_axis = None
-  if reference is not None:
-    reference, ref_axis = constrain_batch(reference, mesh), 0
-  result = jax.vmap(run, in_axes=(None, 0, 0, None, None, ref_axis))(
-      for_vmap(method), problems, x0, max_iter, tol, reference)
-  return constrain_batch(result, mesh)
-
-
-def shard_batch_solve(method, problems, x0, mesh: Mesh, max_iter: int, tol=0.0,
-                      reference: Optional[jax.Array] = None) -> Any:
-  """``jax.vmap(jsgp.solvers.run)`` over a batch of problems, the batch split over ``mesh``.
-
-  Same arguments and result as ``jsgp.solvers.solve`` on a batched problem (``x0`` batched; it
-  may be None for zeros); the batch size must be a multiple of the number of devices. The method
-  (e.g. ``DRS(LearnedPolicy(...))`` with its network) is replicated. Each device solves its slice
-  of the batch; only the loop predicate (does any instance still run?) is shared.
-  """
-  if x0 is None:
-    dtype = jax.numpy.real(jax.numpy.asarray(problems.y)).dtype
-    x0 = jax.numpy.zeros(tuple(np.shape(problems.lam)) + tuple(problems.op.in_shape), dtype)
-  if check_inputs(problems, x0) != 1:
-    raise ValueError("shard_batch_solve needs a batched problem and x0 (leading batch axis)")
-  check_batch_divisible(int(np.shape(x0)[0]), mesh)
-  problems, x0 = shard_batch((problems, x0), mesh)
-  if reference is not None:
-    reference = shard_batch(reference, mesh)
-  return _sharded_run(replicate(method, mesh), problems, x0, max_iter,
-                      replicate(jax.numpy.asarray(tol), mesh), reference, mesh)
+def jit_replicated(fn: Callable, mesh: Optional[Mesh]) -> Callable:
+  """``jax.jit(fn)``, with every output replicated over ``mesh`` when there is one (a training
+  step whose parameters, statistics and loss every device keeps)."""
+  if mesh is None:
+    return jax.jit(fn)
+  return jax.jit(fn, out_shardings=replicated_sharding(mesh))

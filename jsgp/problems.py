@@ -14,8 +14,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from jsgp import validation
-from jsgp.operators import (LinearOperator, WaveletSynthesis, gaussian_blur,
-                            operator_norm_squared, random_pixel_mask, sum_squares,
+from jsgp.operators import (Composed, Identity, LinearOperator, WaveletSynthesis,
+                            gaussian_blur, operator_norm_squared, random_pixel_mask, sum_squares,
                             variable_density_pattern)
 from jsgp.prox import soft_threshold
 
@@ -27,17 +27,28 @@ LIPSCHITZ_MARGIN = 1.01
 class L1Problem:
   """One instance (or, stacked, a batch) of the l1 least-squares problem.
 
+  The forward map is ``A = measurement o synthesis``; the two parts are kept apart so that a
+  caller can ask each for what it knows (the image of an iterate, an initial estimate from ``y``).
+
   Attributes:
-    op: ``A``, maps a canvas ``(Hc, Wc)`` to measurements.
-    y: measurements, ``op.out_shape`` (complex for partial Fourier).
+    measurement: ``M``, maps an image ``synthesis.out_shape`` to measurements ``y``.
+    synthesis: ``W^T``, maps a coefficient canvas ``(Hc, Wc)`` to the image
+      (``jsgp.operators.Identity`` for a problem posed on the image itself).
+    y: measurements, ``measurement.out_shape`` (complex for partial Fourier).
     lam: scalar regularisation weight.
     lipschitz: scalar upper estimate of ``||A||^2``, the Lipschitz constant of ``grad f``.
   """
 
-  op: LinearOperator
+  measurement: LinearOperator
+  synthesis: LinearOperator
   y: jax.Array
   lam: jax.Array
   lipschitz: jax.Array
+
+  @property
+  def op(self) -> Composed:
+    """``A = M o W^T``: canvas ``(Hc, Wc)`` -> measurements."""
+    return Composed(outer=self.measurement, inner=self.synthesis)
 
   # Everything is expressed through the residual r = A x - y so that solvers can reuse A x.
   def residual(self, x: jax.Array) -> jax.Array:
@@ -61,37 +72,60 @@ class L1Problem:
   def objective(self, x: jax.Array) -> jax.Array:
     return self.f(x) + self.g(x)
 
+  def first_order(self, x: jax.Array) -> Tuple[jax.Array, jax.Array, jax.Array]:
+    """``(A x - y, grad f(x), F(x))``: one ``A`` and one ``A^T``."""
+    residual = self.residual(x)
+    grad = self.grad_from_residual(residual)
+    return residual, grad, self.f_from_residual(residual) + self.g(x)
+
   def prox(self, v: jax.Array, step) -> jax.Array:
     """``prox_{step g}(v)``; ``step`` is a scalar or a per-coefficient array (``t * d``)."""
     return soft_threshold(v, self.lam * step)
-
-  def image(self, x: jax.Array) -> jax.Array:
-    """``W^T x``: the image ``(H, W)`` of a coefficient canvas, for ``A = M o W^T`` or ``W^T``."""
-    synthesis = self.op.inner if hasattr(self.op, "inner") else self.op
-    return synthesis.apply(x)
 
   def forward_backward(self, x: jax.Array, grad: jax.Array, step) -> jax.Array:
     """``prox_{step g}(x - step * grad)``."""
     return self.prox(x - step * grad, step)
 
+  def image(self, x: jax.Array) -> jax.Array:
+    """``W^T x``: the image ``(H, W)`` of a coefficient canvas."""
+    return self.synthesis.apply(x)
 
-def make_problem(op: LinearOperator, y: jax.Array, lam, *, lipschitz=None,
+  def initial_image(self) -> jax.Array:
+    """The measurement operator's direct estimate of the image from ``y`` ``(H, W)`` (zero-filled,
+    blurred, or filtered back-projection for CT)."""
+    return self.measurement.initial_estimate(self.y)
+
+  def zeros(self) -> jax.Array:
+    """The all-zero starting canvas ``(Hc, Wc)`` (batch axes first for a batched problem), in the
+    real dtype of ``y``: the initial point of every solve unless the caller gives one."""
+    batch = jnp.shape(self.lam)
+    return jnp.zeros(tuple(batch) + tuple(self.op.in_shape), jnp.real(jnp.asarray(self.y)).dtype)
+
+
+def make_problem(measurement: LinearOperator, y: jax.Array, lam, *,
+                 synthesis: Optional[LinearOperator] = None, lipschitz=None,
                  key: Optional[jax.Array] = None, power_iterations: int = 30) -> L1Problem:
   """Validated constructor for user code (concrete inputs, not for use under ``jit``).
 
+  ``synthesis`` (e.g. ``WaveletSynthesis(image_shape)``) maps the unknown coefficients to the
+  image that ``measurement`` sees; ``None`` poses the problem on the image itself.
   Raises ``ValueError`` for ``lam <= 0``, NaN/Inf in ``y`` or a ``y`` of the wrong shape.
-  ``lipschitz`` defaults to a power-iteration estimate times ``LIPSCHITZ_MARGIN``.
+  ``lipschitz`` defaults to a power-iteration estimate of ``||A||^2`` times ``LIPSCHITZ_MARGIN``.
   """
+  if synthesis is None:
+    synthesis = Identity(tuple(measurement.in_shape))
   validation.check_positive("lam", lam)
   validation.check_finite("y", y)
-  validation.check_shape("y", jnp.shape(y), op.out_shape)
+  validation.check_shape("y", jnp.shape(y), measurement.out_shape)
+  validation.check_shape("synthesis output", synthesis.out_shape, measurement.in_shape)
   dtype = jnp.real(jnp.asarray(y)).dtype
   if lipschitz is None:
     key = jax.random.PRNGKey(0) if key is None else key
-    lipschitz = LIPSCHITZ_MARGIN * operator_norm_squared(op, key, power_iterations, dtype)
+    lipschitz = LIPSCHITZ_MARGIN * operator_norm_squared(measurement @ synthesis, key,
+                                                         power_iterations, dtype)
   validation.check_positive("lipschitz", lipschitz)
-  return L1Problem(op=op, y=jnp.asarray(y), lam=jnp.asarray(lam, dtype),
-                   lipschitz=jnp.asarray(lipschitz, dtype))
+  return L1Problem(measurement=measurement, synthesis=synthesis, y=jnp.asarray(y),
+                   lam=jnp.asarray(lam, dtype), lipschitz=jnp.asarray(lipschitz, dtype))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -201,14 +235,12 @@ def simulate(task: Task, image: jax.Array, key: jax.Array, power_iterations: int
     noise = (nr + 1j * ni) * (numbers.noise_sigma / jnp.sqrt(2.0))
   else:
     noise = numbers.noise_sigma * jax.random.normal(k_noise, clean.shape, dtype)
-  if hasattr(meas, "mask"):
-    noise = noise * meas.mask
-  elif hasattr(meas, "pattern"):
-    noise = noise * meas.pattern
-  op = meas @ task.synthesis
-  lipschitz = LIPSCHITZ_MARGIN * operator_norm_squared(op, k_power, power_iterations, dtype)
-  return L1Problem(op=op, y=clean + noise, lam=jnp.asarray(numbers.lam, dtype),
-                   lipschitz=lipschitz)
+  noise = noise * meas.measured_entries()
+  synthesis = task.synthesis
+  lipschitz = LIPSCHITZ_MARGIN * operator_norm_squared(meas @ synthesis, k_power,
+                                                       power_iterations, dtype)
+  return L1Problem(measurement=meas, synthesis=synthesis, y=clean + noise,
+                   lam=jnp.asarray(numbers.lam, dtype), lipschitz=lipschitz)
 
 
 def simulate_batch(task: Task, images: jax.Array, key: jax.Array) -> L1Problem:

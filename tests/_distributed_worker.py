@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jsgp import distributed, train
+from jsgp import distributed, training
+from jsgp.training import greedy, loop
 from jsgp.data import load_images
 from jsgp.nets import UNetConfig
 from jsgp.policies import LearnedPolicy
@@ -31,7 +32,7 @@ def tiny_config(**changes):
   base = dict(task=Task("inpainting", (32, 32)), net=UNetConfig(features=4, depth=2, head="step"),
               num_stages=2, steps_per_stage=3, batch_size=4, reference_iters=30)
   base.update(changes)
-  return train.TrainConfig(**base)
+  return training.GreedyConfig(**base)
 
 
 def flat(variables):
@@ -64,13 +65,13 @@ def multi(out):
   # 1. the same training on one device (no mesh, a 1-device mesh) and on four.
   #    (The 1-device mesh is exercised by `single`.)
   for name, mesh in (("none", None), ("mesh4", mesh4)):
-    result = train.train(config, images, cache_dir=cache, log_every=1, mesh=mesh)
+    result = training.train(config, images, cache_dir=cache, log_every=1, mesh=mesh)
     put(arrays, name, result.variables, result.losses)
     info[f"{name}_seconds"] = result.seconds
   # The state that comes out of the 4-device step is replicated on every device.
-  step = train.make_train_step(config, mesh4)  # cached: the step train() just used
-  data = train.make_dataset(config, images, cache)
-  state = train.init_state(config, data.problems.op.in_shape)
+  step = greedy.make_train_step(config, mesh4)  # cached: the step train() just used
+  data = training.make_dataset(config, images, cache)
+  state = loop.init_state(config, data.problems.op.in_shape)
   state, data = distributed.replicate((state, data), mesh4)
   new_state, _ = step(state, data)
   info["state_replicated_on"] = sorted({len(a.sharding.device_set) for a in
@@ -87,7 +88,7 @@ def multi(out):
   problems = jax.device_get(data.problems)
   for name, method, tol in (("drs", DRS(policy), 2.5e-3),):
     plain = solve(method, problems, x0, max_iter=15, tol=tol)
-    sharded = distributed.shard_batch_solve(method, problems, x0, mesh4, 15, tol=tol)
+    sharded = solve(method, problems, x0, max_iter=15, tol=tol, mesh=mesh4)
     arrays[f"{name}_plain_x"], arrays[f"{name}_sharded_x"] = np.asarray(plain.x), np.asarray(sharded.x)
     arrays[f"{name}_plain_obj"] = np.asarray(plain.history.objective)
     arrays[f"{name}_sharded_obj"] = np.asarray(sharded.history.objective)
@@ -98,14 +99,14 @@ def multi(out):
   info["t_solve"] = time.time() - T0
 
   # 3a. checkpoints: 4 devices, interrupted at step 4 (stage 2), for `single` to resume.
-  train.train(config, images, checkpoint_dir=os.path.join(out, "ckpt4"), checkpoint_every=4,
+  training.train(config, images, checkpoint_dir=os.path.join(out, "ckpt4"), checkpoint_every=4,
               cache_dir=cache, stop_after_steps=4, mesh=mesh4)
-  info["ckpt4_step"] = train.read_checkpoint_meta(os.path.join(out, "ckpt4"))["step"]
+  info["ckpt4_step"] = training.read_meta(os.path.join(out, "ckpt4"))["step"]
   # 3b. the reverse: written on one device (no mesh), resumed on four.
   ckpt1 = os.path.join(out, "ckpt1")
-  train.train(config, images, checkpoint_dir=ckpt1, checkpoint_every=4, cache_dir=cache,
+  training.train(config, images, checkpoint_dir=ckpt1, checkpoint_every=4, cache_dir=cache,
               stop_after_steps=4)
-  resumed = train.train(config, images, checkpoint_dir=ckpt1, cache_dir=cache, log_every=1,
+  resumed = training.train(config, images, checkpoint_dir=ckpt1, cache_dir=cache, log_every=1,
                         mesh=mesh4)
   put(arrays, "resume1to4", resumed.variables, resumed.losses)
   info["t_ckpt"] = time.time() - T0
@@ -113,10 +114,11 @@ def multi(out):
   # 4. clear errors.
   bad = tiny_config(batch_size=6)
   info["err_check"] = error_message(lambda: distributed.check_batch_divisible(6, mesh4))
-  info["err_train"] = error_message(lambda: train.train(bad, images, mesh=mesh4))
-  info["err_step"] = error_message(lambda: train.make_train_step(bad, mesh4))
-  info["err_solve"] = error_message(lambda: distributed.shard_batch_solve(
-      FISTA(), jax.tree_util.tree_map(lambda a: a[:3], problems), x0[:3], mesh4, 5))
+  info["err_train"] = error_message(lambda: training.train(bad, images, mesh=mesh4))
+  info["err_step"] = error_message(lambda: greedy.make_train_step(bad, mesh4))
+  info["err_solve"] = error_message(lambda: solve(
+      FISTA(), jax.tree_util.tree_map(lambda a: a[:3], problems), x0[:3], max_iter=5,
+      mesh=mesh4))
   info["err_mesh"] = error_message(lambda: distributed.make_mesh(5))
   return arrays, info
 
@@ -131,12 +133,12 @@ def single(out):
   for name, mesh in (("none", None), ("mesh1", distributed.make_mesh(None))):
     ckpt = os.path.join(out, f"ckpt4_copy_{name}")
     os.system(f"cp -r {os.path.join(out, 'ckpt4')} {ckpt}")
-    info[f"{name}_start_step"] = train.read_checkpoint_meta(ckpt)["step"]
-    result = train.train(tiny_config(), images, checkpoint_dir=ckpt, cache_dir=cache,
+    info[f"{name}_start_step"] = training.read_meta(ckpt)["step"]
+    result = training.train(tiny_config(), images, checkpoint_dir=ckpt, cache_dir=cache,
                          log_every=1, mesh=mesh)
     put(arrays, f"resume4to1_{name}", result.variables, result.losses)
   # The policy of a 4-device checkpoint loads on one device as well.
-  policy = train.load_policy(os.path.join(out, "ckpt4"), tiny_config(), (56, 56))
+  policy = training.load_policy(os.path.join(out, "ckpt4"), tiny_config())
   info["policy_leaves"] = len(jax.tree_util.tree_leaves(policy.variables))
   return arrays, info
 
@@ -151,9 +153,9 @@ def multihost(out, process_id, port):
           "err_mesh": error_message(lambda: distributed.make_mesh(1))}
   images = load_images(None, "train", 32, n=4)
   ckpt, cache = os.path.join(out, "ckpt_multihost"), os.path.join(out, f"cache{process_id}")
-  train.train(tiny_config(), images, checkpoint_dir=ckpt, checkpoint_every=4, cache_dir=cache,
+  training.train(tiny_config(), images, checkpoint_dir=ckpt, checkpoint_every=4, cache_dir=cache,
               stop_after_steps=4, mesh=mesh)
-  result = train.train(tiny_config(), images, checkpoint_dir=ckpt, cache_dir=cache, log_every=1,
+  result = training.train(tiny_config(), images, checkpoint_dir=ckpt, cache_dir=cache, log_every=1,
                        mesh=mesh)
   arrays = {}
   put(arrays, "multihost", result.variables, result.losses)
@@ -165,17 +167,17 @@ def bench(out, steps):
   devices. On fake CPU devices this shows the sharded step runs, not a speed-up."""
   images = load_images(None, "train", 32, n=8)
   config = tiny_config(num_stages=1, steps_per_stage=steps, batch_size=8)
-  data = train.make_dataset(config, images, os.path.join(out, "cache"))
+  data = training.make_dataset(config, images, os.path.join(out, "cache"))
   info = {"device_count": jax.device_count(), "steps": steps, "batch_size": 8}
   for n in [None] + [2 ** i for i in range(jax.device_count().bit_length())]:
     if n is None:  # the single-device step without a mesh
-      step, state, d = (train.make_train_step(config),
-                        train.init_state(config, data.problems.op.in_shape), data)
+      step, state, d = (greedy.make_train_step(config),
+                        loop.init_state(config, data.problems.op.in_shape), data)
     else:
       mesh = distributed.make_mesh(n)
-      step = train.make_train_step(config, mesh)
+      step = greedy.make_train_step(config, mesh)
       state, d = distributed.replicate(
-          (train.init_state(config, data.problems.op.in_shape), data), mesh)
+          (loop.init_state(config, data.problems.op.in_shape), data), mesh)
     state, loss = step(state, d)  # compile
     jax.block_until_ready(loss)
     start = time.perf_counter()

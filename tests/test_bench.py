@@ -29,7 +29,7 @@ def test_bench_main_tiny(tmp_path):
   out_dir = str(tmp_path / "bench")
   # A subprocess, as a user runs it (and because the benchmark and the experiments define
   # absl flags of the same names, which cannot live in one process).
-  argv = ["--size=32", "--tasks=inpainting", "--methods=pgm,fista,step",
+  argv = ["--size=32", "--tasks=inpainting", "--methods=pgm,fista_b,step_learned",
           "--batch_sizes=1,2", "--iters=4", "--batch_iters=2", "--repeats=3",
           "--converged_iters=30", "--tta_iters=30", f"--out_dir={out_dir}"]
   proc = subprocess.run([sys.executable, "-m", "experiments.bench", *argv], cwd=ROOT,
@@ -43,12 +43,12 @@ def test_bench_main_tiny(tmp_path):
     report = json.load(f)
 
   task = report["tasks"]["inpainting"]
-  assert set(task["methods"]) == {"pgm", "fista", "step"}
+  assert set(task["methods"]) == {"pgm", "fista_b", "step_learned"}
   assert report["targets"], "no targets reported"
   assert task["batch"]["sizes"] == [1, 2]
   # FISTA runs as long as the converged reference, so it must reach the NMSE target.
-  assert task["methods"]["fista"]["tta_reached"]
-  assert task["methods"]["step"]["net_share"] > 0
+  assert task["methods"]["fista_b"]["tta_reached"]
+  assert task["methods"]["step_learned"]["net_share"] > 0
 
   checked = 0
   for where, value in _numbers(report["tasks"]):

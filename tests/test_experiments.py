@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from absl import flags
 
-from experiments import common
+from experiments import cli, methods, protocol
+from experiments.settings import ProtocolConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image_size=32", "--n_train=2", "--n_test=2", "--num_stages=2", "--steps_per_stage=1",
@@ -24,18 +24,13 @@ def test_experiment_writes_finite_results_for_every_method_and_case(task, tmp_pa
            "deblur": [], "ct": ["--test_n_views=16,8", "--n_views=16"]}[task]
   argv = ["prog", f"--flagfile={ROOT}/experiments/configs/{task}_demo.flags", *TINY, *extra,
           f"--out_dir={tmp_path}"]
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(argv)
-  try:
-    common.run_experiment(task)
-  finally:
-    flags.FLAGS.unparse_flags()
+  protocol.run(cli.parse(ProtocolConfig, argv, task=task))
   with open(tmp_path / "results.json") as f:
     results = json.load(f)["results"]
   assert len(results) == EXPECTED_CASES[task]
-  for case, methods in results.items():
-    assert set(methods) == set(common.METHODS), case
-    for name, r in methods.items():
+  for case, runs in results.items():
+    assert set(runs) == set(methods.PROTOCOL_METHODS), case
+    for name, r in runs.items():
       assert math.isfinite(r["nmse_mean"]) and math.isfinite(r["nmse_std"]), (case, name)
       assert r["seconds"] >= 0 and all(math.isfinite(v) for v in r["nmse_curve_mean"])
     safe = case.replace("%", "pct")

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from flax import struct
 
-from jsgp import policies, train
+from jsgp import policies, training
+from jsgp.training import greedy, loop
 from jsgp.data import load_images
 from jsgp.nets import UNetConfig, apply_network
 from jsgp.policies import LearnedPolicy
@@ -93,7 +94,7 @@ def _tiny_config(**changes):
   base = dict(task=Task("inpainting", (32, 32)), net=UNetConfig(features=4, depth=2, head="step"),
               num_stages=3, steps_per_stage=4, batch_size=2, reference_iters=30)
   base.update(changes)
-  return train.TrainConfig(**base)
+  return training.GreedyConfig(**base)
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +105,12 @@ def tiny_images():
 def test_interrupted_training_resumes_to_identical_parameters(tmp_path, tiny_images):
   config = _tiny_config()
   cache = str(tmp_path / "cache")
-  full = train.train(config, tiny_images, cache_dir=cache)
+  full = training.train(config, tiny_images, cache_dir=cache)
   ckpt = str(tmp_path / "ckpt")
-  train.train(config, tiny_images, checkpoint_dir=ckpt, checkpoint_every=3, cache_dir=cache,
+  training.train(config, tiny_images, checkpoint_dir=ckpt, checkpoint_every=3, cache_dir=cache,
               stop_after_steps=7)  # killed mid stage 2: last checkpoint at step 6
-  assert train.read_checkpoint_meta(ckpt)["step"] == 6
-  resumed = train.train(config, tiny_images, checkpoint_dir=ckpt, checkpoint_every=3,
+  assert training.read_meta(ckpt)["step"] == 6
+  resumed = training.train(config, tiny_images, checkpoint_dir=ckpt, checkpoint_every=3,
                         cache_dir=cache)
   for a, b in zip(jax.tree_util.tree_leaves(full.variables),
                   jax.tree_util.tree_leaves(resumed.variables)):
@@ -123,14 +124,14 @@ def test_greedy_training_reduces_the_loss(tiny_images):
   """From x0 = 0 the greedy optimum is ~1/L, where the untrained net already is; after a few
   1/L steps it is far larger (BUILD_NOTES.md), so train on the iterates x^(4)."""
   config = _tiny_config(num_stages=1, steps_per_stage=60, learning_rate=3e-3)
-  data = train.make_dataset(config, tiny_images, None)
-  state = train.init_state(config, data.problems.op.in_shape)
+  data = training.make_dataset(config, tiny_images, None)
+  state = loop.init_state(config, data.problems.op.in_shape)
   untrained = {"params": state.params, "batch_stats": state.batch_stats}
   x = data.iterates[0]
   for _ in range(2):
-    x = train.advance(config.net, untrained, data.problems, x)
+    x = greedy.advance(config.net, untrained, data.problems, x)
   data = data._replace(iterates=x[None])
-  step = train.make_train_step(config)
+  step = greedy.make_train_step(config)
   losses = []
   for _ in range(60):
     state, loss = step(state, data)
@@ -140,32 +141,32 @@ def test_greedy_training_reduces_the_loss(tiny_images):
 
 def test_mismatched_checkpoint_is_refused(tmp_path, tiny_images):
   ckpt = str(tmp_path / "ckpt")
-  train.train(_tiny_config(num_stages=1), tiny_images, checkpoint_dir=ckpt)
+  training.train(_tiny_config(num_stages=1), tiny_images, checkpoint_dir=ckpt)
   other = _tiny_config(num_stages=1, net=UNetConfig(features=8, depth=2, head="step"))
-  with pytest.raises(train.CheckpointMismatch, match="net.features: checkpoint 4 vs requested 8"):
-    train.train(other, tiny_images, checkpoint_dir=ckpt)
-  with pytest.raises(train.CheckpointMismatch, match="num_stages"):
-    train.load_policy(ckpt, _tiny_config(num_stages=2), (56, 56))
-  policy = train.load_policy(ckpt, _tiny_config(num_stages=1), (56, 56))
+  with pytest.raises(training.CheckpointMismatch, match="net.features: checkpoint 4 vs requested 8"):
+    training.train(other, tiny_images, checkpoint_dir=ckpt)
+  with pytest.raises(training.CheckpointMismatch, match="num_stages"):
+    training.load_policy(ckpt, _tiny_config(num_stages=2))
+  policy = training.load_policy(ckpt, _tiny_config(num_stages=1))
   assert isinstance(policy, LearnedPolicy)
 
 
 def test_corrupt_checkpoint_gives_a_clear_error(tmp_path, tiny_images):
   ckpt = tmp_path / "ckpt"
-  train.train(_tiny_config(num_stages=1), tiny_images, checkpoint_dir=str(ckpt))
+  training.train(_tiny_config(num_stages=1), tiny_images, checkpoint_dir=str(ckpt))
   step_dir = next(p for p in ckpt.iterdir() if p.name.isdigit())
   for path in step_dir.rglob("*"):
     if path.is_file():
       path.write_bytes(b"garbage")
   with pytest.raises(ValueError, match="corrupt"):
-    train.train(_tiny_config(num_stages=1), tiny_images, checkpoint_dir=str(ckpt))
+    training.train(_tiny_config(num_stages=1), tiny_images, checkpoint_dir=str(ckpt))
 
 
 def test_stage_iterates_are_written_once_and_checked_on_resume(tmp_path, tiny_images):
   """Each stage's iterates go to their own file when made (not into every checkpoint); a resume
   whose iterate file is corrupt or missing stops with an error naming the stage."""
   config, ckpt, cache = _tiny_config(), str(tmp_path / "ckpt"), str(tmp_path / "cache")
-  train.train(config, tiny_images, checkpoint_dir=ckpt, checkpoint_every=3, cache_dir=cache,
+  training.train(config, tiny_images, checkpoint_dir=ckpt, checkpoint_every=3, cache_dir=cache,
               stop_after_steps=7)  # in stage 2: the iterates of stages 0 and 1 exist
   files = sorted(os.listdir(os.path.join(ckpt, "iterates")))
   assert files == ["stage_000.npy", "stage_001.npy"]
@@ -175,26 +176,26 @@ def test_stage_iterates_are_written_once_and_checked_on_resume(tmp_path, tiny_im
   with open(path, "wb") as f:
     f.write(b"garbage")
   with pytest.raises(ValueError, match="iterates of stage 1 .* missing or unreadable"):
-    train.train(config, tiny_images, checkpoint_dir=ckpt, cache_dir=cache)
+    training.train(config, tiny_images, checkpoint_dir=ckpt, cache_dir=cache)
   os.remove(path)
   with pytest.raises(ValueError, match="iterates of stage 1 .* missing or unreadable"):
-    train.train(config, tiny_images, checkpoint_dir=ckpt, cache_dir=cache)
+    training.train(config, tiny_images, checkpoint_dir=ckpt, cache_dir=cache)
 
 
 def test_training_step_compiles_once_for_all_stages(tiny_images):
   """The iterate set grows every stage, but lives in one K-stage buffer with a traced count: the
   jitted step must not be retraced per stage (at paper scale on a GPU each retrace cost ~10 s)."""
   config = _tiny_config(num_stages=4, steps_per_stage=2)
-  train.train(config, tiny_images)
-  assert train.make_train_step(config)._cache_size() == 1  # pylint: disable=protected-access
+  training.train(config, tiny_images)
+  assert greedy.make_train_step(config)._cache_size() == 1  # pylint: disable=protected-access
 
 
 def test_converged_solutions_are_cached(tmp_path, tiny_images):
   config = _tiny_config()
-  train.make_dataset(config, tiny_images, str(tmp_path))
+  training.make_dataset(config, tiny_images, str(tmp_path))
   files = os.listdir(tmp_path)
   assert len(files) == 1 and files[0].startswith("xstar_")
-  again = train.make_dataset(config, tiny_images, str(tmp_path))
+  again = training.make_dataset(config, tiny_images, str(tmp_path))
   np.testing.assert_array_equal(again.x_star, np.load(tmp_path / files[0]))
 
 
@@ -206,8 +207,8 @@ def test_chunked_advance_equals_eq6_then_eq8_on_the_whole_batch(tiny_images, hea
   round differently at batch 3 and 4; exp(s) amplifies that to ~6e-6 of the largest coefficient
   for the diagonal head.)"""
   config = _tiny_config(net=UNetConfig(features=4, depth=2, head=head))
-  data = train.make_dataset(config, tiny_images, None)
-  state = train.init_state(config, data.problems.op.in_shape)
+  data = training.make_dataset(config, tiny_images, None)
+  state = loop.init_state(config, data.problems.op.in_shape)
   params = jax.tree_util.tree_map(
       lambda a: a + 0.3 * jax.random.normal(jax.random.PRNGKey(a.size), a.shape, a.dtype),
       state.params)
@@ -220,7 +221,7 @@ def test_chunked_advance_equals_eq6_then_eq8_on_the_whole_batch(tiny_images, hea
   x_tilde = jax.vmap(lambda p, v, s: p.forward_backward(v, p.grad(v), s))(data.problems, x, d)
   expected = jax.vmap(lambda p, v: p.forward_backward(v, p.grad(v), 1.0 / p.lipschitz))(
       data.problems, x_tilde)
-  chunked = train.advance(config.net, variables, data.problems, x, 3)
+  chunked = greedy.advance(config.net, variables, data.problems, x, 3)
   assert float(jnp.max(jnp.abs(expected - x))) > 1e-3  # the step moved the iterates
   scale = float(jnp.max(jnp.abs(expected)))
   np.testing.assert_allclose(np.asarray(chunked), np.asarray(expected), rtol=0, atol=1e-5 * scale)
@@ -231,10 +232,10 @@ def test_greedy_loss_against_the_image_is_the_nmse_of_the_policy_step(tiny_image
   (normalised by the image's energy), ``x~`` being the policy's eq.-6 step; checked against the
   same quantity computed directly from the problem pytree."""
   config = _tiny_config(target="image")
-  data = train.make_dataset(config, tiny_images, None)
-  state = train.init_state(config, data.problems.op.in_shape)
+  data = training.make_dataset(config, tiny_images, None)
+  state = loop.init_state(config, data.problems.op.in_shape)
   x = data.x_star * 0.5  # somewhere between 0 and x*
-  loss, _ = train.greedy_loss(state.params, state.batch_stats, config.net, data.problems, x,
+  loss, _ = greedy.greedy_loss(state.params, state.batch_stats, config.net, data.problems, x,
                               data.images, "image")
   # The untrained network outputs the 1/L step: x~ = T_{lam/L}(x - grad/L).
   x_tilde = jax.vmap(lambda p, v: p.forward_backward(v, p.grad(v), 1.0 / p.lipschitz))(
@@ -243,11 +244,11 @@ def test_greedy_loss_against_the_image_is_the_nmse_of_the_policy_step(tiny_image
   expected = np.mean([np.sum((np.asarray(tiny_images[i]) - np.asarray(images[i])) ** 2)
                       / np.sum(np.asarray(tiny_images[i]) ** 2) for i in range(len(tiny_images))])
   np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
-  to_solution, _ = train.greedy_loss(state.params, state.batch_stats, config.net, data.problems,
+  to_solution, _ = greedy.greedy_loss(state.params, state.batch_stats, config.net, data.problems,
                                      x, data.x_star)
   assert abs(float(to_solution) - float(loss)) > 1e-3 * float(loss)
   with pytest.raises(ValueError, match="target"):
     _tiny_config(target="images")
   with pytest.raises(ValueError, match="target"):
-    train.greedy_loss(state.params, state.batch_stats, config.net, data.problems, x, data.images,
+    greedy.greedy_loss(state.params, state.batch_stats, config.net, data.problems, x, data.images,
                       "images")

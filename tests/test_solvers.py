@@ -160,7 +160,7 @@ def test_history_nmse_matches_metric():
   image = _image()
   result = solve(FISTA(), problem, max_iter=10, reference=image)
   from jsgp.metrics import nmse_db
-  expected = nmse_db(problem.op.inner.apply(result.x), image)
+  expected = nmse_db(problem.synthesis.apply(result.x), image)
   np.testing.assert_allclose(result.history.nmse[10], expected, rtol=1e-10)
   assert np.all(np.isnan(np.asarray(solve(PGM(), problem, max_iter=5).history.nmse)))
 
@@ -177,15 +177,16 @@ def test_bad_inputs_raise_before_tracing():
   with pytest.raises(ValueError, match="lam"):
     solve(PGM(), problem.replace(lam=jnp.float64(0.0)))
   with pytest.raises(ValueError, match="lam"):
-    make_problem(problem.op, problem.y, -1.0)
+    make_problem(problem.measurement, problem.y, -1.0, synthesis=problem.synthesis)
   with pytest.raises(ValueError, match="NaN"):
     solve(PGM(), problem.replace(y=problem.y.at[0, 0].set(jnp.nan)))
   with pytest.raises(ValueError, match="NaN"):
-    make_problem(problem.op, problem.y.at[3, 3].set(jnp.inf), 0.1)
+    make_problem(problem.measurement, problem.y.at[3, 3].set(jnp.inf), 0.1,
+                 synthesis=problem.synthesis)
   with pytest.raises(ValueError, match="x0 has shape"):
     solve(PGM(), problem, jnp.zeros((10, 10)))
   with pytest.raises(ValueError, match="y has shape"):
-    make_problem(problem.op, jnp.zeros((5, 5)), 0.1)
+    make_problem(problem.measurement, jnp.zeros((5, 5)), 0.1, synthesis=problem.synthesis)
   with pytest.raises(ValueError, match="stepsize_rule"):
     SGP(stepsize_rule="newton")
 

@@ -7,14 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from absl import flags
 from flax import struct
 
-from jsgp import nets, policies, train, unrolled
+from jsgp import nets, policies, training
+from jsgp.training import checkpoint, unrolled
 from jsgp.data import load_images
 from jsgp.problems import Task, simulate_batch
-from jsgp.solvers import DRS, solve
-from jsgp.solvers.driver import run
+from jsgp.solvers import DRS, run, run_batch, solve
 
 from test_solvers import problem_for, reference
 
@@ -50,7 +49,7 @@ def test_gradient_through_drs_steps_matches_finite_differences_float64(diagonal)
 
   def loss(theta):
     method = DRS(ExpPolicy(theta), branchless=True)
-    xs = unrolled.trajectory(method, problem, jnp.zeros(shape), 6)
+    xs = run(method, problem, problem.zeros(), 6, unroll=True, record=lambda p, s: s.x).trace
     return jnp.mean(unrolled.nmse_to_solution_db(xs, x_star))
 
   grad = jax.grad(loss)(theta0)
@@ -77,7 +76,7 @@ def _variables(head="step", seed=0):
 
 def test_remat_changes_memory_not_values():
   images, problems = _batch(2, dtype=np.float32)
-  x_star = train.converged_solutions(problems, 100)
+  x_star = training.converged_solutions(problems, 100)
   config, variables = _variables("diag")
   grad_fn = jax.jit(jax.value_and_grad(unrolled.unrolled_loss), static_argnums=(2, 5, 6))
   args = (variables["params"], variables["batch_stats"], config, problems, x_star, 4)
@@ -107,7 +106,7 @@ def test_calibrated_batch_stats_make_inference_equal_training_mode():
 
 
 def _config(**changes):
-  base = train.UnrolledConfig(task=TASK.replace(lam=0.1), net=NET, unroll_steps=3, num_steps=10,
+  base = training.UnrolledConfig(task=TASK.replace(lam=0.1), net=NET, unroll_steps=3, num_steps=10,
                               batch_size=4, learning_rate=1e-3, reference_iters=100)
   return dataclasses.replace(base, **changes)
 
@@ -123,31 +122,31 @@ def test_unrolled_training_lowers_the_loss_and_resumes_exactly(tmp_path):
   directory = str(tmp_path / "ckpt")
   unrolled.train_unrolled(config, images, checkpoint_dir=directory, checkpoint_every=5,
                           stop_after_steps=7)
-  assert train.read_checkpoint_meta(directory)["step"] == 5
+  assert training.read_meta(directory)["step"] == 5
   resumed = unrolled.train_unrolled(config, images, checkpoint_dir=directory, checkpoint_every=5)
   for a, b in zip(jax.tree_util.tree_leaves(full.variables),
                   jax.tree_util.tree_leaves(resumed.variables)):
     np.testing.assert_array_equal(a, b)
-  policy = train.load_trained_policy(directory)
+  policy = training.load_policy(directory)
   assert policy.config == NET
-  assert isinstance(train.config_from_checkpoint(directory), train.UnrolledConfig)
+  assert isinstance(training.config_of(directory), training.UnrolledConfig)
 
-  with pytest.raises(train.CheckpointMismatch, match="unroll_steps"):
+  with pytest.raises(training.CheckpointMismatch, match="unroll_steps"):
     unrolled.train_unrolled(_config(unroll_steps=4), images, checkpoint_dir=directory)
 
 
 def test_warm_start_from_greedy_checkpoint_and_mismatched_network(tmp_path):
   images = load_images(None, "train", 32, n=4)
   greedy_dir = str(tmp_path / "greedy")
-  greedy = train.TrainConfig(task=TASK.replace(lam=0.1), net=NET, num_stages=1,
-                             steps_per_stage=2, batch_size=2, reference_iters=100)
-  result = train.train(greedy, images, checkpoint_dir=greedy_dir)
+  greedy = training.GreedyConfig(task=TASK.replace(lam=0.1), net=NET, num_stages=1,
+                                steps_per_stage=2, batch_size=2, reference_iters=100)
+  result = training.train(greedy, images, checkpoint_dir=greedy_dir)
   _, problems = _batch(4, dtype=np.float32, task=TASK.replace(lam=0.1))
   start = unrolled.initial_variables(_config(warm_start=greedy_dir), problems)
   for a, b in zip(jax.tree_util.tree_leaves(start), jax.tree_util.tree_leaves(result.variables)):
     np.testing.assert_array_equal(a, b)
   other = nets.UNetConfig(features=4, depth=2, head="diag")
-  with pytest.raises(train.CheckpointMismatch, match="warm start"):
+  with pytest.raises(training.CheckpointMismatch, match="warm start"):
     unrolled.initial_variables(_config(warm_start=greedy_dir, net=other), problems)
 
 
@@ -184,21 +183,17 @@ def test_oracle_driven_drs_is_monotone_and_beats_pgm():
 
 
 def test_unrolled_experiment_writes_every_row(tmp_path):
+  from experiments import cli, methods  # pylint: disable=import-outside-toplevel
   from experiments import unrolled as experiment  # pylint: disable=import-outside-toplevel
   argv = ["prog", "--image_size=32", "--n_train=2", "--n_test=2", "--num_stages=1",
           "--steps_per_stage=1", "--batch_size=2", "--net_features=4", "--net_depth=2",
           "--reference_iters=10", "--unroll_steps=2", "--unrolled_train_steps=1",
           "--unrolled_batch_size=2", "--report_iters=1,3", "--memory_unroll_steps=2",
           "--oracle_grid=15", f"--out_dir={tmp_path}"]
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(argv)
-  try:
-    experiment.main(["prog"])
-  finally:
-    flags.FLAGS.unparse_flags()
+  experiment.run(cli.parse(experiment.StudyConfig, argv))
   with open(tmp_path / "results.json") as f:
     out = json.load(f)
-  assert set(out["results"]) == set(experiment.ROWS)
+  assert set(out["results"]) == set(methods.STUDY_METHODS)
   for name, row in out["results"].items():
     assert len(row["nmse"]) == 2 and all(math.isfinite(v) for v in row["nmse"] + row[
         "to_solution"]), name
@@ -216,7 +211,7 @@ def test_descent_penalty_sees_the_switch_off_that_the_distance_cannot():
 
   def parts(theta):
     method = DRS(ExpPolicy(theta), branchless=True)
-    states = unrolled.trajectory(method, problem, jnp.zeros(shape), 4, record=lambda s: s)
+    states = run(method, problem, problem.zeros(), 4, unroll=True, record=lambda p, s: s).trace
     return states, jnp.mean(jax.nn.relu(states.decrease_ratio))
 
   good, _ = parts(jnp.asarray(0.0))           # d = 1/L: always a descent direction
@@ -231,10 +226,10 @@ def test_checkpoint_without_a_newer_defaulted_setting_still_matches(tmp_path):
   """A checkpoint written before a config field existed matches a run leaving it at its
   default, and is refused for any other value."""
   config = _config()
-  meta = {"config": {k: v for k, v in config.to_dict().items() if k != "descent_penalty"}}
-  train.check_compatible(str(tmp_path), meta, config)
-  with pytest.raises(train.CheckpointMismatch, match="descent_penalty"):
-    train.check_compatible(str(tmp_path), meta, _config(descent_penalty=1.0))
+  meta = {"kind": "unrolled", "config": {k: v for k, v in config.to_dict().items() if k != "descent_penalty"}}
+  checkpoint.check_compatible(str(tmp_path), meta, config)
+  with pytest.raises(training.CheckpointMismatch, match="descent_penalty"):
+    checkpoint.check_compatible(str(tmp_path), meta, _config(descent_penalty=1.0))
 
 
 def test_image_target_loss_is_the_reported_nmse_along_the_trajectory():
@@ -246,12 +241,11 @@ def test_image_target_loss_is_the_reported_nmse_along_the_trajectory():
   loss = unrolled.unrolled_loss(variables["params"], variables["batch_stats"], config, problems,
                                 jnp.asarray(images), steps, target="image")
   method = unrolled.learned_solver(config, variables)
-  history = jax.vmap(lambda p, image: run(method, p, jnp.zeros(p.op.in_shape), steps,
-                                         reference=image).history.nmse)(problems,
-                                                                        jnp.asarray(images))
+  history = run_batch(method, problems, problems.zeros(), steps,
+                      reference=jnp.asarray(images)).history.nmse
   np.testing.assert_allclose(float(loss), float(jnp.mean(history[:, 1:])), rtol=1e-10)
   # Against x* it is another number: the targets are not interchangeable.
-  x_star = train.converged_solutions(problems, 100)
+  x_star = training.converged_solutions(problems, 100)
   to_solution = unrolled.unrolled_loss(variables["params"], variables["batch_stats"], config,
                                        problems, x_star, steps)
   assert abs(float(to_solution) - float(loss)) > 0.1

@@ -1,6 +1,6 @@
 """Forward operators as pytrees with exact adjoints."""
-from jsgp.operators.base import (Composed, LinearOperator, operator_norm_squared, sum_squares,
-                                 vdot_real)
+from jsgp.operators.base import (Composed, Identity, LinearOperator, operator_norm_squared,
+                                 sum_squares, vdot_real)
 from jsgp.operators.blur import GaussianBlur, gaussian_blur
 from jsgp.operators.fourier import PartialFourier, variable_density_pattern
 from jsgp.operators.mask import PixelMask, random_pixel_mask
@@ -8,7 +8,7 @@ from jsgp.operators.radon import ParallelBeamProjector, filtered_back_projection
 from jsgp.operators.wavelet import WaveletSynthesis
 
 __all__ = [
-    "Composed", "LinearOperator", "operator_norm_squared", "sum_squares", "vdot_real",
+    "Composed", "Identity", "LinearOperator", "operator_norm_squared", "sum_squares", "vdot_real",
     "GaussianBlur", "gaussian_blur", "PartialFourier", "variable_density_pattern", "PixelMask",
     "random_pixel_mask", "WaveletSynthesis", "ParallelBeamProjector", "filtered_back_projection",
     "parallel_beam",

@@ -43,6 +43,20 @@ class LinearOperator:
     """A^T A x."""
     return self.adjoint(self.apply(x))
 
+  def measured_entries(self) -> jax.Array:
+    """0/1 values (broadcastable to ``out_shape``) marking the outputs that hold a measurement.
+
+    Sampling operators (masks, k-space patterns) keep unmeasured entries as zeros so that a
+    batch of them stacks; noise is added only where this is 1. Default: every entry (``1.0``).
+    """
+    return 1.0
+
+  def initial_estimate(self, y: jax.Array) -> jax.Array:
+    """A non-iterative estimate of the input from measurements ``y``: ``A^T y`` by default
+    (the zero-filled image, the blurred image); operators with a better direct inverse (CT:
+    filtered back-projection) override it."""
+    return self.adjoint(y)
+
 
 @struct.dataclass
 class Composed(LinearOperator):
@@ -64,6 +78,27 @@ class Composed(LinearOperator):
 
   def adjoint(self, y):
     return self.inner.adjoint(self.outer.adjoint(y))
+
+
+@struct.dataclass
+class Identity(LinearOperator):
+  """``x -> x`` on arrays of ``shape`` (e.g. the synthesis of a problem posed on the image)."""
+
+  shape: Tuple[int, ...] = struct.field(pytree_node=False)
+
+  @property
+  def in_shape(self):
+    return tuple(self.shape)
+
+  @property
+  def out_shape(self):
+    return tuple(self.shape)
+
+  def apply(self, x):
+    return x
+
+  def adjoint(self, y):
+    return y
 
 
 def vdot_real(u: jax.Array, v: jax.Array) -> jax.Array:

@@ -34,6 +34,9 @@ class PartialFourier(LinearOperator):
   def adjoint(self, y):
     return jnp.real(jnp.fft.ifft2(self.pattern * y, norm="ortho")).astype(self.pattern.dtype)
 
+  def measured_entries(self):
+    return self.pattern
+
 
 def variable_density_pattern(key: jax.Array, shape: Tuple[int, int], rate: float,
                              dtype=jnp.float32, decay: float = 2.0,

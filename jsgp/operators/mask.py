@@ -34,6 +34,9 @@ class PixelMask(LinearOperator):
   def adjoint(self, y):
     return self.mask * y
 
+  def measured_entries(self):
+    return self.mask
+
 
 def random_pixel_mask(key: jax.Array, shape: Tuple[int, int], rate: float,
                       dtype=jnp.float32) -> PixelMask:

@@ -187,6 +187,10 @@ class ParallelBeamProjector(LinearOperator):
     return _backproject(jnp.asarray(sinogram, dtype), self.angles.astype(dtype),
                         tuple(self.image_shape))
 
+  def initial_estimate(self, sinogram):
+    """Filtered back-projection (``filtered_back_projection``), the usual CT starting image."""
+    return filtered_back_projection(self, sinogram)
+
 
 def parallel_beam(image_shape: Tuple[int, int], n_views: int, dtype=jnp.float32,
                   n_detectors: int | None = None) -> ParallelBeamProjector:

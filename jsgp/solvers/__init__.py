@@ -1,9 +1,9 @@
 """Solvers: each method is a pytree with pure ``init``/``step``; one driver runs them all."""
-from jsgp.solvers.driver import History, Result, check_inputs, run, solve
+from jsgp.solvers.driver import History, Result, check_inputs, run, run_batch, solve
 from jsgp.solvers.drs import DRS, DRSState
 from jsgp.solvers.fista import FISTA, FISTAState
 from jsgp.solvers.pgm import PGM, PGMState
 from jsgp.solvers.sgp import SGP, SGPState
 
-__all__ = ["History", "Result", "check_inputs", "run", "solve", "DRS", "DRSState", "FISTA",
-           "FISTAState", "PGM", "PGMState", "SGP", "SGPState"]
+__all__ = ["History", "Result", "check_inputs", "run", "run_batch", "solve", "DRS", "DRSState",
+           "FISTA", "FISTAState", "PGM", "PGMState", "SGP", "SGPState"]

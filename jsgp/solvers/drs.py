@@ -27,7 +27,6 @@ from flax import struct
 
 from jsgp.operators import sum_squares
 from jsgp.solvers.linesearch import armijo, composite_decrease
-from jsgp.solvers.pgm import first_order_state
 
 
 class DRSState(NamedTuple):
@@ -78,7 +77,7 @@ class DRS:
     return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), on, off)
 
   def init(self, problem, x0) -> DRSState:
-    residual, grad, objective = first_order_state(problem, x0)
+    residual, grad, objective = problem.first_order(x0)
     dtype = jnp.real(objective).dtype
     return DRSState(x0, residual, grad, objective, 1.0 / problem.lipschitz, jnp.int32(0),
                     jnp.ones((), dtype), jnp.bool_(True), jnp.zeros((), dtype))

@@ -17,13 +17,6 @@ class PGMState(NamedTuple):
   backtracks: jax.Array  # always 0
 
 
-def first_order_state(problem, x):
-  """``(residual, grad, F)`` at ``x``: one ``A`` and one ``A^T``. Shared by the methods."""
-  residual = problem.residual(x)
-  grad = problem.grad_from_residual(residual)
-  return residual, grad, problem.f_from_residual(residual) + problem.g(x)
-
-
 @struct.dataclass
 class PGM:
   """``x+ = prox_{g/L}(x - grad f(x) / L)``: one ``A`` and one ``A^T`` per iteration.
@@ -32,11 +25,11 @@ class PGM:
   """
 
   def init(self, problem, x0) -> PGMState:
-    residual, grad, objective = first_order_state(problem, x0)
+    residual, grad, objective = problem.first_order(x0)
     step = 1.0 / problem.lipschitz
     return PGMState(x0, residual, grad, objective, step, jnp.int32(0))
 
   def step(self, problem, state: PGMState) -> PGMState:
     x = problem.forward_backward(state.x, state.grad, state.stepsize)
-    residual, grad, objective = first_order_state(problem, x)
+    residual, grad, objective = problem.first_order(x)
     return state._replace(x=x, residual=residual, grad=grad, objective=objective)

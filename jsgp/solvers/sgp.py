@@ -13,7 +13,6 @@ from flax import struct
 
 from jsgp.operators import vdot_real
 from jsgp.solvers.linesearch import armijo, composite_decrease
-from jsgp.solvers.pgm import first_order_state
 
 
 class SGPState(NamedTuple):
@@ -60,7 +59,7 @@ class SGP:
       raise ValueError(f"stepsize_rule must be 'constant' or 'abb', got {self.stepsize_rule!r}.")
 
   def init(self, problem, x0) -> SGPState:
-    residual, grad, objective = first_order_state(problem, x0)
+    residual, grad, objective = problem.first_order(x0)
     t0 = 1.0 / problem.lipschitz
     t_max = self.t_max_factor * t0
     return SGPState(x0, residual, grad, objective, t0, jnp.int32(0), t0,

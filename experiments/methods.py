@@ -1,0 +1,92 @@
+"""The one vocabulary of methods for the experiments, the benchmark and the unrolled study:
+name -> label, colour, kind and how to build the solver."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, Optional, Sequence
+
+from jsgp import policies
+from jsgp.solvers import DRS, FISTA, PGM, SGP
+
+KINDS = ("classical", "reference", "learned", "oracle", "direct")
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+  """One method of the tables and plots.
+
+  Attributes:
+    name: registry key (``--methods`` value).
+    label: row label in tables and legends.
+    color: matplotlib colour of its curves.
+    kind: ``classical`` (a solver needing nothing), ``reference`` (a classical solver run to
+      convergence), ``learned`` (DRS with a trained policy), ``oracle`` (DRS with the greedy
+      oracle, which needs ``x*``) or ``direct`` (the direct-mapping U-Net, not a solver).
+    head: ``"step"`` or ``"diag"`` for learned and oracle methods.
+    training: ``"greedy"`` or ``"unrolled"`` for learned methods.
+    make: classical and reference methods: ``() -> solver``.
+  """
+
+  name: str
+  label: str
+  color: str
+  kind: str
+  head: Optional[str] = None
+  training: Optional[str] = None
+  make: Optional[Callable[[], Any]] = None
+
+  @property
+  def iterative(self) -> bool:
+    return self.kind != "direct"
+
+  def solver(self, policy=None, x_star=None, grid=None):
+    """The solver: ``make()`` (classical), ``DRS(policy)`` (learned), or DRS driven by the
+    greedy oracle of ``x_star`` on the log-stepsize ``grid`` (oracle)."""
+    if self.kind in ("classical", "reference"):
+      return self.make()
+    if self.kind == "learned":
+      if policy is None:
+        raise ValueError(f"{self.name} needs a trained policy")
+      return DRS(policy)
+    if self.kind == "oracle":
+      return DRS(policies.GreedyOraclePolicy(x_star, grid, diagonal=self.head == "diag"),
+                 branchless=True)
+    raise ValueError(f"{self.name} ({self.kind}) is not a solver")
+
+
+REGISTRY: Dict[str, MethodSpec] = {spec.name: spec for spec in (
+    MethodSpec("pgm", "PGM", "tab:brown", "classical", make=PGM),
+    MethodSpec("fista_b", "FISTA-b", "tab:blue", "classical", make=FISTA),
+    MethodSpec("fista_converged", "FISTA (converged)", "gray", "reference", make=FISTA),
+    MethodSpec("sgp_bb", "SGP-BB", "tab:orange", "classical", make=SGP),
+    MethodSpec("step_learned", "Step-learned SGP", "tab:green", "learned", "step", "greedy"),
+    MethodSpec("diag_learned", "Diag-learned SGP", "tab:red", "learned", "diag", "greedy"),
+    MethodSpec("step_unrolled", "Step-learned SGP, unrolled", "tab:olive", "learned", "step",
+               "unrolled"),
+    MethodSpec("diag_unrolled", "Diag-learned SGP, unrolled", "tab:pink", "learned", "diag",
+               "unrolled"),
+    MethodSpec("step_oracle", "Greedy oracle, step", "tab:cyan", "oracle", "step"),
+    MethodSpec("diag_oracle", "Greedy oracle, diagonal", "black", "oracle", "diag"),
+    MethodSpec("unet_direct", "U-Net (direct)", "tab:purple", "direct"),
+)}
+
+PROTOCOL_METHODS = ("fista_b", "fista_converged", "sgp_bb", "step_learned", "diag_learned",
+                    "unet_direct")
+BENCH_METHODS = ("pgm", "fista_b", "sgp_bb", "step_learned", "diag_learned")
+STUDY_METHODS = ("fista_b", "sgp_bb", "step_learned", "diag_learned", "step_unrolled",
+                 "diag_unrolled", "step_oracle", "diag_oracle")
+
+
+def check_names(flag: str, names: Sequence[str], allowed: Sequence[str]) -> None:
+  """``ValueError`` naming ``--flag`` unless ``names`` is a non-empty subset of ``allowed``."""
+  unknown = sorted(set(names) - set(allowed))
+  if unknown or not names:
+    raise ValueError(f"unknown --{flag} {unknown or '(empty)'}; choose from {tuple(allowed)}")
+
+
+def label(name: str) -> str:
+  return REGISTRY[name].label
+
+
+def color(name: str) -> str:
+  return REGISTRY[name].color

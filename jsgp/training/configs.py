@@ -1,0 +1,107 @@
+"""Training configurations: everything that determines a run, and must match to resume it.
+
+Two kinds, recorded by name in every checkpoint's metadata (``KINDS``): ``"greedy"``, the
+paper's cumulative greedy training (``jsgp.training.greedy``), and ``"unrolled"``, training
+through ``T`` solver iterations (``jsgp.training.unrolled``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Dict
+
+from jsgp import nets
+from jsgp.problems import Task
+
+TARGETS = ("solution", "image")
+
+
+def check_target(target: str) -> None:
+  """Raise ``ValueError`` unless ``target`` names a training target: ``"solution"`` (x*) or
+  ``"image"`` (the original image)."""
+  if target not in TARGETS:
+    raise ValueError(f"training target must be 'solution' (x*) or 'image', got {target!r}")
+
+
+class _JsonConfig:
+  """``to_dict``: the dataclass as plain JSON types (what checkpoints record and compare)."""
+
+  def to_dict(self) -> Dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+@dataclasses.dataclass(frozen=True)
+class GreedyConfig(_JsonConfig):
+  """A greedy cumulative training run (the paper's Algorithm 2, eq. 6-9)."""
+
+  task: Task
+  net: nets.UNetConfig
+  num_stages: int = 20          # K: learned iterations
+  steps_per_stage: int = 200
+  batch_size: int = 8
+  learning_rate: float = 1e-3
+  grad_clip: float = 1.0
+  seed: int = 0
+  reference_iters: int = 1200   # solver iterations for x*
+  target: str = "solution"      # what eq. 7 measures x~ against: x* (the paper) or the image
+
+  def __post_init__(self):
+    check_target(self.target)
+
+  @property
+  def total_steps(self) -> int:
+    return self.num_stages * self.steps_per_stage
+
+
+@dataclasses.dataclass(frozen=True)
+class UnrolledConfig(_JsonConfig):
+  """An unrolled training run: the network trained through ``unroll_steps`` iterations of the
+  DRS solver. ``warm_start`` is the checkpoint directory of a greedy run with the same network to
+  start from (``""``: from scratch)."""
+
+  task: Task
+  net: nets.UNetConfig
+  unroll_steps: int = 10        # T: solver iterations in the loss
+  num_steps: int = 300          # Adam steps
+  batch_size: int = 4
+  learning_rate: float = 1e-4
+  grad_clip: float = 1.0
+  seed: int = 0
+  reference_iters: int = 1200   # solver iterations for x*
+  remat: bool = True            # jax.checkpoint each unrolled iteration
+  warm_start: str = ""
+  descent_penalty: float = 0.0  # weight of the no-descent hinge (jsgp.training.unrolled)
+  target: str = "solution"      # what the loss measures iterates against: x* or the image
+
+  def __post_init__(self):
+    check_target(self.target)
+
+  @property
+  def total_steps(self) -> int:
+    return self.num_steps
+
+
+KINDS = {"greedy": GreedyConfig, "unrolled": UnrolledConfig}
+
+
+def kind_of(config) -> str:
+  """The checkpoint kind of a configuration object."""
+  for kind, cls in KINDS.items():
+    if isinstance(config, cls):
+      return kind
+  raise TypeError(f"not a training configuration: {type(config).__name__}")
+
+
+def from_dict(kind: str, saved: Dict[str, Any]):
+  """The configuration of ``kind`` from its ``to_dict`` form; ``ValueError`` for an unknown kind
+  or setting (a checkpoint written by a newer jsgp)."""
+  if kind not in KINDS:
+    raise ValueError(f"unknown training kind {kind!r}; expected one of {sorted(KINDS)}")
+  cls = KINDS[kind]
+  saved = dict(saved)
+  task = dict(saved.pop("task"))
+  task["image_shape"] = tuple(task["image_shape"])
+  unknown = set(saved) - {f.name for f in dataclasses.fields(cls)}
+  if unknown:
+    raise ValueError(f"settings this version of jsgp does not know: {sorted(unknown)}")
+  return cls(task=Task(**task), net=nets.UNetConfig(**saved.pop("net")), **saved)
