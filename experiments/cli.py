@@ -15,6 +15,8 @@ from typing import Any, Callable, Optional, Sequence, Type, TypeVar
 
 from absl import app, flags
 
+from jsgp import training
+
 T = TypeVar("T")
 
 
@@ -97,7 +99,12 @@ def main_of(cls: Type[T], run: Callable[[T], Any], **fixed: Any) -> Callable:
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    run(config_or_usage_error(cls, **fixed))
+    config = config_or_usage_error(cls, **fixed)
+    try:
+      run(config)
+    except (training.CheckpointMismatch, training.PartialCheckpoint, training.DirectoryInUse,
+            FileNotFoundError) as err:
+      raise app.UsageError(str(err)) from err
 
   return main
 

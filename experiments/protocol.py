@@ -81,7 +81,8 @@ def trained_policies(cfg: ProtocolConfig, train_images: np.ndarray, heads: Seque
       config, directory = cfg.unrolled_config(head), cfg.unrolled_dir(head)
       train_fn = training.train_unrolled
     if cfg.reuse_checkpoint:
-      out[head] = training.load_policy(directory, config)
+      out[head] = training.load_policy(directory, config,
+                                       allow_partial=cfg.allow_partial_checkpoint)
     else:
       result = train_fn(config, train_images, checkpoint_dir=directory, cache_dir=cfg.cache_dir)
       out[head] = LearnedPolicy(result.variables, config.net)

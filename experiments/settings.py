@@ -70,7 +70,10 @@ class ProtocolConfig:
   checkpoint_every: int = option(100, "Greedy training saves a checkpoint (the training state) "
                                  "every this many steps and at the end of each stage.")
   reuse_checkpoint: bool = option(False, "Load trained networks from --checkpoint_dir instead of "
-                                  "training (error if none matches).")
+                                  "training (error if none matches, or if its training did not "
+                                  "finish).")
+  allow_partial_checkpoint: bool = option(False, "With --reuse_checkpoint, accept the checkpoint "
+                                          "of an unfinished training run.")
   # Unrolled refinement (jsgp.training.unrolled, beyond the paper): after greedy training, train
   # each network further through --unroll_steps DRS iterations. 0 steps: the greedy networks.
   unrolled_train_steps: int = option(0, "Adam steps of unrolled training after the greedy "

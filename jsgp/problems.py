@@ -115,6 +115,7 @@ def make_problem(measurement: LinearOperator, y: jax.Array, lam, *,
   if synthesis is None:
     synthesis = Identity(tuple(measurement.in_shape))
   validation.check_positive("lam", lam)
+  validation.check_shape("lam", jnp.shape(lam), ())
   validation.check_finite("y", y)
   validation.check_shape("y", jnp.shape(y), measurement.out_shape)
   validation.check_shape("synthesis output", synthesis.out_shape, measurement.in_shape)
@@ -167,7 +168,8 @@ class Task:
     validation.check_nonnegative("noise_sigma", self.noise_sigma)
     validation.check_positive("lam", self.regularization)
     validation.check_positive("blur_sigma", self.blur_sigma)
-    validation.check_positive("n_views", self.n_views)
+    validation.check_integer("n_views", self.n_views, 1)
+    validation.check_integer("level", self.level, 1)
     if len(self.image_shape) != 2 or min(self.image_shape) < 16:
       raise ValueError(f"image_shape must be (H, W) with H, W >= 16, got {self.image_shape}.")
 

@@ -1,7 +1,20 @@
-"""Input checks, run on concrete values before anything is traced. One place for all of them."""
+"""Input checks, run on concrete values before anything is traced. One place for all of them.
+
+Every check raises ``ValueError`` naming the argument. Checks of values that may legitimately be
+traced (a rate inside a jitted simulation) skip tracers: validation happens where the value is
+concrete, at the API edge.
+"""
 from __future__ import annotations
 
+import numbers
+
+import jax
 import numpy as np
+
+
+def is_concrete(value) -> bool:
+  """False for a value being traced by jit/vmap/grad (it has no number to check)."""
+  return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(value))
 
 
 def check_finite(name: str, value) -> None:
@@ -12,21 +25,44 @@ def check_finite(name: str, value) -> None:
 
 
 def check_positive(name: str, value) -> None:
+  """``value`` (any shape) finite and > 0."""
   arr = np.asarray(value)
-  if not np.all(arr > 0):
-    raise ValueError(f"{name} must be > 0, got {arr if arr.size < 8 else arr.min()}.")
+  if not np.all(np.isfinite(arr) & (arr > 0)):
+    shown = arr if arr.size < 8 else arr[~(np.isfinite(arr) & (arr > 0))].ravel()[0]
+    raise ValueError(f"{name} must be finite and > 0, got {shown}.")
+
+
+def check_nonnegative(name: str, value) -> None:
+  """``value`` finite and >= 0."""
+  if not (np.isfinite(float(value)) and float(value) >= 0.0):
+    raise ValueError(f"{name} must be finite and >= 0, got {value}.")
 
 
 def check_rate(name: str, rate) -> None:
-  if not 0.0 < float(rate) <= 1.0:
+  """A sampling rate in (0, 1] (NaN is not); tracers pass."""
+  if not is_concrete(rate):
+    return
+  arr = np.asarray(rate, np.float64)
+  if not np.all((arr > 0.0) & (arr <= 1.0)):
     raise ValueError(f"{name} must be in (0, 1], got {rate}.")
+
+
+def check_integer(name: str, value, minimum: int = 0) -> int:
+  """``value`` a whole number (not a bool, not 5.5) >= ``minimum``; returned as int."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+  if int(value) < minimum:
+    raise ValueError(f"{name} must be an integer >= {minimum}, got {value}.")
+  return int(value)
+
+
+def check_number(name: str, value) -> None:
+  """A real number that is not NaN (infinite is allowed, e.g. ``tol``)."""
+  arr = np.asarray(value)
+  if arr.dtype.kind not in "biuf" or np.any(np.isnan(arr)):
+    raise ValueError(f"{name} must be a real number (not NaN), got {value!r}.")
 
 
 def check_shape(name: str, shape, expected) -> None:
   if tuple(shape) != tuple(expected):
     raise ValueError(f"{name} has shape {tuple(shape)}, expected {tuple(expected)}.")
-
-
-def check_nonnegative(name: str, value) -> None:
-  if not float(value) >= 0.0:
-    raise ValueError(f"{name} must be >= 0, got {value}.")

@@ -20,9 +20,12 @@ def _numbers(tree, path=""):
     yield path, tree
 
 
-TIME_OR_RATIO = ("_s", "_ms", "ms_per_iter", "ms_per_iter_min", "ms_per_iter_with_init", "x_floor",
-                 "x_floor_backtrack_adjusted", "x_floor_without_net", "net_share", "policy_ms",
-                 "floor_ms", "A", "At", "prox", "objective", "value")
+# Times measured directly (positive on any machine) and quantities derived from differences of
+# noisy medians (e.g. a solve minus its init: finite, but possibly <= 0 on a loaded machine).
+MEASURED = ("_s", "_ms", "ms_per_iter_with_init", "policy_ms", "floor_ms", "A", "At", "prox",
+            "objective")
+DERIVED = ("ms_per_iter", "ms_per_iter_min", "x_floor", "x_floor_backtrack_adjusted",
+           "x_floor_without_net", "net_share", "value")
 
 
 def test_bench_main_tiny(tmp_path):
@@ -50,13 +53,15 @@ def test_bench_main_tiny(tmp_path):
   assert task["methods"]["fista_b"]["tta_reached"]
   assert task["methods"]["step_learned"]["net_share"] > 0
 
-  checked = 0
+  measured = derived = 0
   for where, value in _numbers(report["tasks"]):
     name = where.rsplit("/", 1)[-1]
-    if name in TIME_OR_RATIO or name.endswith(TIME_OR_RATIO[:2]) or "/ips/" in where \
-        or "largest_over_smallest" in where:
+    if name in MEASURED or name.endswith(MEASURED[:2]) or "/ips/" in where:
       assert math.isfinite(value) and value > 0, f"{where} = {value}"
-      checked += 1
+      measured += 1
+    elif name in DERIVED or "largest_over_smallest" in where:
+      assert math.isfinite(value), f"{where} = {value}"
+      derived += 1
   for row in report["targets"]:
-    assert math.isfinite(row["value"]) and row["value"] > 0, row
-  assert checked > 30
+    assert math.isfinite(row["value"]), row
+  assert measured > 20 and derived > 10

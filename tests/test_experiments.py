@@ -46,6 +46,7 @@ def test_experiment_writes_finite_results_for_every_method_and_case(task, tmp_pa
     (["--test_noise_sigmas=-5"], "noise sigma must be >= 0"),
     (["--data_dir=/nonexistent/bsds"], "/nonexistent/bsds does not exist"),
     (["--methods=fista_b,magic"], "unknown --methods"),
+    (["--test_n_views=144,0"], "--test_n_views must be >= 1"),
     (["--no_such_flag=1"], "no_such_flag"),
 ])
 def test_bad_flags_exit_nonzero_with_a_clear_message(args, message):

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jsgp import validation
 from jsgp.operators.base import LinearOperator
 
 
@@ -38,7 +39,9 @@ class GaussianBlur(LinearOperator):
 
 
 def gaussian_blur(shape: Tuple[int, int], sigma, dtype=jnp.float32) -> GaussianBlur:
-  """Gaussian blur with standard deviation ``sigma`` pixels (the paper uses 2)."""
+  """Gaussian blur with standard deviation ``sigma`` > 0 pixels (the paper uses 2)."""
+  if validation.is_concrete(sigma):
+    validation.check_positive("sigma", sigma)
   h, w = shape
   dy = jnp.fft.fftfreq(h) * h  # signed distances to pixel (0, 0) on the torus
   dx = jnp.fft.fftfreq(w) * w

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jsgp import validation
 from jsgp.operators.base import LinearOperator
 
 
@@ -48,6 +49,7 @@ def variable_density_pattern(key: jax.Array, shape: Tuple[int, int], rate: float
   independently with probability ``min(1, c * (1 - r / r_max) ** decay)``, with ``c`` found by
   bisection so that the expected number of samples is ``rate * H * W``. ``rate = 1`` samples all.
   """
+  validation.check_rate("rate", rate)
   h, w = shape
   fy = jnp.fft.fftfreq(h) * h
   fx = jnp.fft.fftfreq(w) * w

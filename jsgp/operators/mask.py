@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jsgp import validation
 from jsgp.operators.base import LinearOperator
 
 
@@ -40,5 +41,6 @@ class PixelMask(LinearOperator):
 
 def random_pixel_mask(key: jax.Array, shape: Tuple[int, int], rate: float,
                       dtype=jnp.float32) -> PixelMask:
-  """Keep each pixel independently with probability ``rate``."""
+  """Keep each pixel independently with probability ``rate`` in (0, 1]."""
+  validation.check_rate("rate", rate)
   return PixelMask(mask=jax.random.bernoulli(key, rate, shape).astype(dtype))

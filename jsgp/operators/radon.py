@@ -40,6 +40,7 @@ import numpy as np
 from flax import struct
 from jax import lax
 
+from jsgp import validation
 from jsgp.operators.base import LinearOperator
 
 
@@ -198,6 +199,7 @@ def parallel_beam(image_shape: Tuple[int, int], n_views: int, dtype=jnp.float32,
 
   ``n_detectors`` defaults to ``ceil(sqrt(2) * max(H, W))``, skimage's ``circle=False`` width.
   """
+  validation.check_integer("n_views", n_views, 1)
   image_shape = tuple(int(s) for s in image_shape)
   if n_detectors is None:
     n_detectors = default_n_detectors(image_shape)

@@ -6,6 +6,10 @@ Every method's state is a NamedTuple with at least the fields
   ``x`` (the iterate), ``objective`` (F(x)), ``stepsize`` (the step used to reach ``x``) and
   ``backtracks`` (line-search reductions spent on that step),
 which the driver records in a fixed-size history so that whole runs stay jit-able.
+A method that carries quantities derived from ``x`` incrementally (the residual ``A x - y``,
+updated by linearity) also defines ``refresh(problem, state) -> state``, which recomputes them
+exactly, and ``refresh_every`` (static): the driver calls ``refresh`` after every
+``refresh_every``-th step, so rounding never accumulates past that many steps.
 
 Modes of :func:`run`:
   * solving (default): ``jax.lax.while_loop`` until ``max_iter`` or the stopping rule, relative
@@ -15,10 +19,13 @@ Modes of :func:`run`:
     ``jax.checkpoint`` (``remat``) so reverse mode stores one state per step; ``record(problem,
     state)`` after each step is stacked in ``Result.trace``.
 
-:func:`run_batch` is ``run`` vmapped over a leading batch axis (each instance its own operator,
-stepsize and stopping point; frozen once its own test fires), optionally split over the devices
-of a mesh (``jsgp.distributed``; nothing changes without one). :func:`solve` validates concrete
-inputs and runs either as ONE jit call.
+:func:`run_batch` runs a batch (leading axis; each instance its own operator, stepsize and
+stopping point, frozen once its own test fires) as ONE ``while_loop`` over the vmapped step, so
+the iteration counter is a single scalar and a method's periodic ``refresh`` stays a real
+``lax.cond`` (under ``vmap(run)`` every ``cond`` on per-instance state becomes a select that does
+both branches' work every iteration). The batch may be split over the devices of a mesh
+(``jsgp.distributed``; nothing changes without one). :func:`solve` validates concrete inputs and
+runs either as ONE jit call.
 """
 from __future__ import annotations
 
@@ -92,7 +99,7 @@ def run(method, problem, x0: jax.Array, max_iter: int, tol=0.0,
 
   def body(carry):
     k, state, history, _ = carry
-    new = method.step(problem, state)
+    new = _refreshed(method, problem, method.step(problem, state), k + 1)
     change = jnp.abs(state.objective - new.objective)
     converged = change <= tol * jnp.abs(state.objective)
     return k + 1, new, _record(history, k + 1, _entry(new, problem, reference, dtype)), converged
@@ -106,17 +113,29 @@ def _unrolled(method, problem, state, first: History, num_steps: int, reference,
               record, dtype) -> Result:
   """``num_steps`` steps in ``lax.scan`` (differentiable), recording the history as it goes."""
 
-  def body(state, _):
-    new = method.step(problem, state)
+  def body(carry, _):
+    k, state = carry
+    new = _refreshed(method, problem, method.step(problem, state), k + 1)
     traced = None if record is None else record(problem, new)
-    return new, (_entry(new, problem, reference, dtype), traced)
+    return (k + 1, new), (_entry(new, problem, reference, dtype), traced)
 
   if remat:
     body = jax.checkpoint(body)
-  state, (entries, trace) = jax.lax.scan(body, state, None, length=num_steps)
+  (_, state), (entries, trace) = jax.lax.scan(body, (jnp.int32(0), state), None,
+                                              length=num_steps)
   history = jax.tree_util.tree_map(lambda h0, h: jnp.concatenate([h0[None], h]), first, entries)
   return Result(x=state.x, state=state, history=history, num_iter=jnp.int32(num_steps),
                 converged=jnp.bool_(False), trace=trace)
+
+
+def _refreshed(method, problem, state, k, batched: bool = False):
+  """``state`` after ``method.refresh`` when step ``k`` (a scalar) is a multiple of the method's
+  ``refresh_every``; ``batched``: ``problem`` and ``state`` carry a leading batch axis."""
+  every = getattr(method, "refresh_every", 0)
+  if not every:
+    return state
+  refresh = jax.vmap(method.refresh) if batched else method.refresh
+  return jax.lax.cond(k % every == 0, refresh, lambda p, s: s, problem, state)
 
 
 def for_vmap(method):
@@ -127,18 +146,72 @@ def for_vmap(method):
 
 
 def run_batch(method, problems, x0: jax.Array, max_iter: int, tol=0.0,
-              reference: Optional[jax.Array] = None, *, mesh=None, **mode) -> Result:
-  """``run`` vmapped over the leading batch axis of ``problems``, ``x0`` and ``reference`` (the
-  method is shared), with the method's vmap variant. ``mesh``: the batch is split over its
-  ``"data"`` axis (``jsgp.distributed``); ``None`` (one device) changes nothing. ``mode``: the
-  keyword arguments of ``run`` (``unroll``, ``remat``, ``record``). Pure: jit it (``solve`` does).
+              reference: Optional[jax.Array] = None, *, mesh=None, unroll: bool = False,
+              **mode) -> Result:
+  """``run`` over the leading batch axis of ``problems``, ``x0`` and ``reference`` (the method,
+  in its vmap variant, is shared): the same per-instance results, with one scalar iteration
+  counter (module docstring). ``mesh``: the batch is split over its ``"data"`` axis
+  (``jsgp.distributed``); ``None`` (one device) changes nothing. ``unroll`` and ``mode``
+  (``remat``, ``record``): the differentiable mode of ``run``, vmapped. Pure: jit it (``solve``
+  does).
   """
   problems, x0, reference = distributed.constrain_batch((problems, x0, reference), mesh)
-  ref_axis = None if reference is None else 0
-  one = functools.partial(run, **mode)
-  result = jax.vmap(one, in_axes=(None, 0, 0, None, None, ref_axis))(
-      for_vmap(method), problems, x0, max_iter, tol, reference)
+  method = for_vmap(method)
+  if unroll:
+    ref_axis = None if reference is None else 0
+    one = functools.partial(run, unroll=True, **mode)
+    result = jax.vmap(one, in_axes=(None, 0, 0, None, None, ref_axis))(
+        method, problems, x0, max_iter, tol, reference)
+  else:
+    if mode.get("record") is not None:
+      raise ValueError("record is only available with unroll=True")
+    result = _batched_while(method, problems, x0, max_iter, tol, reference)
   return distributed.constrain_batch(result, mesh)
+
+
+def _batched_while(method, problems, x0, max_iter: int, tol, reference) -> Result:
+  """The solving mode for a batch: one ``while_loop`` until ``max_iter`` or until every instance
+  has stopped; a stopped instance's state and history are frozen (exactly what ``vmap(run)``
+  computes, with an unbatched counter)."""
+  ref_axis = None if reference is None else 0
+  state = jax.vmap(method.init)(problems, x0)
+  dtype = jnp.real(state.objective).dtype
+  entry = jax.vmap(functools.partial(_entry, dtype=dtype), in_axes=(0, 0, ref_axis))
+  step = jax.vmap(method.step)
+  batch = x0.shape[0]
+  nan = jnp.full((batch, max_iter + 1), jnp.nan, dtype)
+  history = _record_batch(History(nan, nan, nan, nan), 0, entry(state, problems, reference),
+                          jnp.ones((batch,), bool))
+
+  def cond(carry):
+    k, _, _, active, _, _ = carry
+    return (k < max_iter) & jnp.any(active)
+
+  def body(carry):
+    k, state, history, active, num_iter, converged = carry
+    new = _refreshed(method, problems, step(problems, state), k + 1, batched=True)
+    stop = jnp.abs(state.objective - new.objective) <= tol * jnp.abs(state.objective)
+    state = jax.tree_util.tree_map(lambda a, b: _where(active, a, b), new, state)
+    history = _record_batch(history, k + 1, entry(new, problems, reference), active)
+    return (k + 1, state, history, active & ~stop, num_iter + active.astype(jnp.int32),
+            converged | (active & stop))
+
+  zeros = jnp.zeros((batch,), jnp.int32)
+  _, state, history, _, num_iter, converged = jax.lax.while_loop(
+      cond, body, (jnp.int32(0), state, history, jnp.ones((batch,), bool), zeros,
+                   jnp.zeros((batch,), bool)))
+  return Result(x=state.x, state=state, history=history, num_iter=num_iter, converged=converged)
+
+
+def _where(mask: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+  """``where`` with a ``(B,)`` mask broadcast over the trailing axes of ``(B, ...)`` leaves."""
+  return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
+
+
+def _record_batch(history: History, k, entries: History, active: jax.Array) -> History:
+  """Column ``k`` of the ``(B, max_iter + 1)`` history from ``(B,)`` entries, active rows only."""
+  return jax.tree_util.tree_map(lambda h, e: h.at[:, k].set(jnp.where(active, e, h[:, k])),
+                                history, entries)
 
 
 @functools.partial(jax.jit, static_argnames=("max_iter",))
@@ -151,21 +224,35 @@ def _run_batch_jit(method, problems, x0, max_iter, tol, reference, mesh):
   return run_batch(method, problems, x0, max_iter, tol, reference, mesh=mesh)
 
 
-def check_inputs(problem, x0) -> int:
+def check_inputs(problem, x0, reference=None) -> int:
   """Validate concrete inputs before tracing; returns the number of batch axes (0 or 1)."""
   in_shape = tuple(problem.op.in_shape)
   batch_dims = np.ndim(x0) - len(in_shape)
   if batch_dims not in (0, 1) or tuple(np.shape(x0)[batch_dims:]) != in_shape:
     raise ValueError(f"x0 has shape {tuple(np.shape(x0))}; the problem's operator expects "
                      f"{in_shape} (or (batch,) + {in_shape}).")
-  y_shape = tuple(np.shape(problem.y))
-  expected_y = tuple(np.shape(x0)[:batch_dims]) + tuple(problem.op.out_shape)
-  validation.check_shape("problem.y", y_shape, expected_y)
+  batch = tuple(np.shape(x0)[:batch_dims])
+  validation.check_shape("problem.y", np.shape(problem.y), batch + tuple(problem.op.out_shape))
+  validation.check_shape("problem.lam", np.shape(problem.lam), batch)
+  if np.iscomplexobj(problem.y) and not _measures_complex(problem, batch_dims):
+    raise ValueError("problem.y is complex, but the problem's operator makes real "
+                     "measurements: pass the real measurements.")
   validation.check_positive("lam", problem.lam)
   validation.check_positive("lipschitz", problem.lipschitz)
   validation.check_finite("y", problem.y)
   validation.check_finite("x0", x0)
+  if reference is not None:
+    validation.check_shape("reference", np.shape(reference),
+                           batch + tuple(problem.synthesis.out_shape))
+    validation.check_finite("reference", reference)
   return batch_dims
+
+
+def _measures_complex(problem, batch_dims: int) -> bool:
+  """Whether the operator maps a real canvas to complex measurements (e.g. partial Fourier)."""
+  one = jax.tree_util.tree_map(lambda a: a[0], problem) if batch_dims else problem
+  x = jax.ShapeDtypeStruct(tuple(one.op.in_shape), jnp.real(jnp.asarray(one.y)).dtype)
+  return jnp.iscomplexobj(jax.eval_shape(one.op.apply, x))
 
 
 def solve(method, problem, x0: Optional[jax.Array] = None, *, max_iter: int = 100, tol=0.0,
@@ -177,11 +264,14 @@ def solve(method, problem, x0: Optional[jax.Array] = None, *, max_iter: int = 10
   own operator, stepsize, backtracking and stopping point. ``mesh`` (``jsgp.distributed.
   make_mesh``): a batch split over the mesh's devices (its size must divide evenly); the method
   (e.g. a network policy) is replicated, only the loop predicate is shared. Raises
-  ``ValueError`` for bad inputs before tracing.
+  ``ValueError`` for bad inputs before tracing. ``max_iter = 0`` returns ``x0``; ``tol < 0``
+  runs exactly ``max_iter`` steps.
   """
+  max_iter = validation.check_integer("max_iter", max_iter, 0)
+  validation.check_number("tol", tol)
   if x0 is None:
     x0 = problem.zeros()
-  batch_dims = check_inputs(problem, x0)
+  batch_dims = check_inputs(problem, x0, reference)
   tol = jnp.asarray(tol)
   if not batch_dims:
     if mesh is not None:

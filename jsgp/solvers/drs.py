@@ -85,6 +85,10 @@ class DRS:
   def policy_direction(self, problem, state: DRSState):
     """``(z1, mean d)``: one policy call and one gradient at ``x~``."""
     d = self.policy(problem, state.x, state.grad)
+    if jnp.ndim(d) and jnp.shape(d) != jnp.shape(state.x):
+      raise ValueError(f"policy {type(self.policy).__name__} returned shape {jnp.shape(d)}; a "
+                       f"policy returns a scalar stepsize or a diagonal of the canvas shape "
+                       f"{jnp.shape(state.x)}")
     x_tilde = problem.forward_backward(state.x, state.grad, d)
     grad_tilde = problem.grad(x_tilde)
     z1 = problem.forward_backward(x_tilde, grad_tilde, 1.0 / problem.lipschitz) - state.x

@@ -1,5 +1,5 @@
-"""Checkpoints: the training state in orbax, the configuration and kind in its JSON metadata,
-and plain ``.npy`` arrays written atomically beside it.
+"""Checkpoints: the training state in orbax, with the configuration and kind in its JSON
+metadata; loading a trained policy.
 
 A checkpoint directory holds orbax steps, each with ``state`` (a ``TrainState``) and ``meta``
 (``{"kind": "greedy" | "unrolled", "config": config.to_dict(), ...}``). Resuming or loading
@@ -10,8 +10,10 @@ unrolled kind always recorded itself).
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
+import shutil
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -19,12 +21,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from jsgp import policies
-from jsgp.training import configs
+from jsgp.training import configs, files
 from jsgp.training.loop import TrainState, init_state
 
 
 class CheckpointMismatch(ValueError):
   """A checkpoint written by a different configuration."""
+
+
+class PartialCheckpoint(ValueError):
+  """A checkpoint of a run that has not finished its training."""
 
 
 LEGACY_KIND = "greedy"  # checkpoints that record no kind
@@ -39,12 +45,22 @@ def _manager(directory: str, max_to_keep: int = 2):
 
 def save(directory: str, config, state, meta: Optional[Dict[str, Any]] = None) -> None:
   """Checkpoint ``state`` (a ``TrainState``) at its step, with ``config``, its kind and ``meta``
-  in the JSON metadata."""
+  in the JSON metadata. Orbax writes a temporary directory and renames it; if the write fails
+  (a full disk: a clear ``OSError`` naming the directory and the space needed) the temporary
+  directory is removed, so the previous checkpoints stay the latest."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   record = {"kind": configs.kind_of(config), "config": config.to_dict(), **(meta or {})}
-  with _manager(directory) as mngr:
-    mngr.save(int(state.step), force=True, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(record)))
+  step = int(state.step)
+  try:
+    with _manager(directory) as mngr:
+      mngr.save(step, force=True, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(record)))
+  except Exception as err:  # orbax wraps I/O errors in several types
+    for leftover in glob.glob(os.path.join(os.path.abspath(directory), f"{step}.orbax-*tmp*")):
+      shutil.rmtree(leftover, ignore_errors=True)
+    nbytes = sum(np.asarray(leaf).nbytes for leaf in jax.tree_util.tree_leaves(state))
+    files.raise_if_disk_full(directory, err, nbytes)
+    raise
 
 
 def read_meta(directory: str) -> Optional[Dict[str, Any]]:
@@ -139,42 +155,23 @@ def config_of(directory: str):
     raise CheckpointMismatch(f"checkpoint at {directory}: {err}") from err
 
 
-# ------------------------------------------------------------------------------------------------
-# Arrays beside the checkpoints (a greedy run's stage iterates).
-
-def write_array(path: str, array) -> None:
-  """Write ``array`` to ``path`` (``.npy``) atomically: a temporary file renamed into place."""
-  if jax.process_index() != 0:  # [distributed] every host holds the same replicated values
-    return
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path + ".tmp", "wb") as f:
-    np.save(f, np.asarray(array))
-  os.replace(path + ".tmp", path)
-
-
-def read_array(path: str, shape: Tuple[int, ...], what: str) -> np.ndarray:
-  """The ``.npy`` array at ``path``; a ``ValueError`` naming ``what`` and ``path`` if it is
-  missing, unreadable or not of ``shape``."""
-  try:
-    array = np.load(path)
-  except (OSError, ValueError, EOFError) as err:
-    raise ValueError(f"{what} ({path}) is missing or unreadable: {type(err).__name__}: "
-                     f"{err}") from err
-  if array.shape != tuple(shape):
-    raise ValueError(f"{what} ({path}) has shape {array.shape}, expected {tuple(shape)}")
-  return array
-
-
-def load_policy(directory: str, config=None) -> policies.LearnedPolicy:
+def load_policy(directory: str, config=None, *,
+                allow_partial: bool = False) -> policies.LearnedPolicy:
   """A ``LearnedPolicy`` from the latest checkpoint in ``directory`` (greedy or unrolled).
 
   ``config``: the run it must have been written by (``CheckpointMismatch`` otherwise); ``None``:
-  whatever the checkpoint records. The network is convolutional (the step head pools globally),
-  so the policy applies to canvases of any size divisible by ``2**depth``, not only the training
-  size.
+  whatever the checkpoint records. A checkpoint of an unfinished run (a latest step short of the
+  configuration's total) is refused with how far it got, unless ``allow_partial``. The network is
+  convolutional (the step head pools globally), so the policy applies to canvases of any size
+  divisible by ``2**depth``, not only the training size.
   """
   config = config_of(directory) if config is None else config
   template = init_state(config, config.task.synthesis.in_shape)
-  state, _ = restore(directory, config, template)
+  state, meta = restore(directory, config, template)
+  if meta["step"] < config.total_steps and not allow_partial:
+    raise PartialCheckpoint(
+        f"checkpoint at {directory} is from an unfinished run: step {meta['step']} of "
+        f"{config.total_steps}; finish the training (run again without reusing the "
+        "checkpoint: it resumes there) or allow a partial checkpoint explicitly")
   return policies.LearnedPolicy({"params": state.params, "batch_stats": state.batch_stats},
                                 config.net)

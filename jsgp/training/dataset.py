@@ -17,7 +17,7 @@ from absl import logging
 
 from jsgp.problems import L1Problem, simulate_batch
 from jsgp.solvers import FISTA, run_batch
-from jsgp.training import checkpoint
+from jsgp.training import files
 
 
 class Dataset(NamedTuple):
@@ -36,12 +36,75 @@ def converged_solutions(problems: L1Problem, iters: int) -> jax.Array:
   return run_batch(FISTA(), problems, problems.zeros(), iters).x
 
 
+# Bump when the solver that makes x* changes: caches written by an older one are not reused.
+SOLUTION_VERSION = 1
+
+
 def _fingerprint(config, images: np.ndarray) -> str:
   digest = hashlib.sha256()
   digest.update(json.dumps(dataclasses.asdict(config.task), sort_keys=True).encode())
-  digest.update(f"{config.seed}/{config.reference_iters}".encode())
+  digest.update(f"{config.seed}/{config.reference_iters}/v{SOLUTION_VERSION}".encode())
   digest.update(np.ascontiguousarray(images, np.float32).tobytes())
   return digest.hexdigest()[:16]
+
+
+def _checksum(array: np.ndarray) -> str:
+  return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _read_cache(path: str, key: str, shape) -> Optional[np.ndarray]:
+  """The cached ``x*`` at ``path`` if it is there, whole and of this configuration; None (with a
+  warning naming the file and what is wrong, when it exists) otherwise."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with np.load(path) as cached:
+      x_star, stored_key, stored_sum = cached["x_star"], str(cached["key"]), str(cached["sha256"])
+  except Exception as err:  # pylint: disable=broad-except  (zip, pickle and OS errors)
+    problem = f"unreadable ({type(err).__name__}: {err})"
+  else:
+    if stored_key != key:
+      problem = f"written for another configuration (key {stored_key}, expected {key})"
+    elif x_star.shape != tuple(shape):
+      problem = f"of shape {x_star.shape}, expected {tuple(shape)}"
+    elif _checksum(x_star) != stored_sum:
+      problem = "corrupt (checksum mismatch)"
+    else:
+      return x_star
+  logging.warning("x* cache %s is %s; recomputing it", path, problem)
+  return None
+
+
+def solutions(config, problems: L1Problem, images: np.ndarray,
+              cache_dir: Optional[str]) -> jax.Array:
+  """``x*`` of ``problems`` ``(N, Hc, Wc)``, from the cache in ``cache_dir`` when it holds them
+  (keyed by the task, seed, ``reference_iters``, the images and ``SOLUTION_VERSION``; checked
+  for shape and checksum, recomputed with a warning when bad), else computed and cached
+  atomically. Two runs sharing the cache take turns (a lock on the file)."""
+  shape = (len(images),) + tuple(problems.op.in_shape)
+  if not cache_dir:
+    return _compute(problems, config.reference_iters)
+  key = _fingerprint(config, images)
+  path = os.path.join(cache_dir, f"xstar_{key}.npz")
+  with files.exclusive(os.path.join(cache_dir, f".xstar_{key}.lock"), f"x* cache {path}",
+                       wait=True):
+    x_star = _read_cache(path, key, shape)
+    if x_star is not None:
+      logging.info("loaded x* for %d problems from %s", shape[0], path)
+      return jnp.asarray(x_star)
+    x_star = _compute(problems, config.reference_iters)
+    host = np.asarray(x_star)
+    files.write_arrays(path, {"x_star": host, "key": np.asarray(key),
+                              "sha256": np.asarray(_checksum(host))})
+  return x_star
+
+
+def _compute(problems: L1Problem, iters: int) -> jax.Array:
+  start = time.time()
+  x_star = jax.block_until_ready(converged_solutions(problems, iters))
+  logging.info("computed x* (%d iterations) for %d problems in %.1fs", iters, x_star.shape[0],
+               time.time() - start)
+  return x_star
 
 
 def make_dataset(config, images: np.ndarray, cache_dir: Optional[str],
@@ -52,20 +115,7 @@ def make_dataset(config, images: np.ndarray, cache_dir: Optional[str],
   The iterate buffer holds ``num_stages`` stages (greedy training passes its K), ``x^(0) = 0``.
   """
   problems = simulate_batch(config.task, jnp.asarray(images), jax.random.PRNGKey(config.seed))
-  path = None
-  if cache_dir:
-    os.makedirs(cache_dir, exist_ok=True)
-    path = os.path.join(cache_dir, f"xstar_{_fingerprint(config, images)}.npy")
-  if path and os.path.exists(path):
-    x_star = jnp.asarray(np.load(path))
-    logging.info("loaded x* for %d problems from %s", x_star.shape[0], path)
-  else:
-    start = time.time()
-    x_star = jax.block_until_ready(converged_solutions(problems, config.reference_iters))
-    logging.info("computed x* (%d FISTA iterations) for %d problems in %.1fs",
-                 config.reference_iters, x_star.shape[0], time.time() - start)
-    if path:
-      checkpoint.write_array(path, x_star)
+  x_star = solutions(config, problems, images, cache_dir)
   iterates = jnp.zeros((num_stages,) + x_star.shape, x_star.dtype)
   return Dataset(problems=problems, x_star=x_star, images=jnp.asarray(images, x_star.dtype),
                  iterates=iterates, num_iterates=jnp.int32(1))

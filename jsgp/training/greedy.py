@@ -27,7 +27,7 @@ from absl import logging
 
 from jsgp import distributed, nets, policies
 from jsgp.problems import L1Problem
-from jsgp.training import checkpoint, loop
+from jsgp.training import checkpoint, files, loop
 from jsgp.training.configs import GreedyConfig, check_target
 from jsgp.training.dataset import Dataset, make_dataset
 
@@ -147,7 +147,7 @@ def load_stage_iterates(directory: str, out: np.ndarray, count: int) -> np.ndarr
   """Read the first ``count`` stages' iterates into ``out[:count]`` (``out``: ``(K, N, Hc, Wc)``)
   and return ``out``; a clear error for a missing, unreadable or mismatched file."""
   for stage in range(count):
-    out[stage] = checkpoint.read_array(_iterates_path(directory, stage), out.shape[1:],
+    out[stage] = files.read_array(_iterates_path(directory, stage), out.shape[1:],
                                        f"checkpoint at {directory}: the iterates of stage {stage}")
   return out
 
@@ -181,10 +181,18 @@ def train(config: GreedyConfig, images: np.ndarray, *, checkpoint_dir: Optional[
   ``stop_after_steps`` ends the call early at that global step (to simulate an interruption).
   ``mesh`` (``jsgp.distributed.make_mesh``): data-parallel training, each minibatch split over
   the mesh's devices (the batch size must divide evenly); a checkpoint written on any number of
-  devices resumes on any other. ``None``: one device.
+  devices resumes on any other. ``None``: one device. A second run on the same
+  ``checkpoint_dir`` is refused while this one holds it (``files.DirectoryInUse``).
   """
-  start = time.time()
   distributed.check_batch_divisible(config.batch_size, mesh)  # fail before any work
+  with files.exclusive_directory(checkpoint_dir):
+    return _train(config, images, checkpoint_dir, checkpoint_every, cache_dir, stop_after_steps,
+                  log_every, mesh)
+
+
+def _train(config, images, checkpoint_dir, checkpoint_every, cache_dir, stop_after_steps,
+           log_every, mesh) -> TrainResult:
+  start = time.time()
   data = make_dataset(config, images, cache_dir, config.num_stages)
   state = loop.init_state(config, data.problems.op.in_shape)
   if checkpoint_dir and checkpoint.read_meta(checkpoint_dir) is not None:
@@ -195,7 +203,7 @@ def train(config: GreedyConfig, images: np.ndarray, *, checkpoint_dir: Optional[
   per_stage = config.steps_per_stage
   made = int(data.num_iterates)  # stages whose iterates exist (host copy; no device sync)
   if checkpoint_dir and int(state.step) == 0:
-    checkpoint.write_array(_iterates_path(checkpoint_dir, 0), data.iterates[0])
+    files.write_array(_iterates_path(checkpoint_dir, 0), data.iterates[0])
 
   def next_stage(step, state, data):
     nonlocal made
@@ -208,7 +216,7 @@ def train(config: GreedyConfig, images: np.ndarray, *, checkpoint_dir: Optional[
                          num_iterates=jnp.int32(made + 1))
     data = distributed.replicate(data, mesh)  # keep the training set replicated
     if checkpoint_dir:
-      checkpoint.write_array(_iterates_path(checkpoint_dir, made), nxt)
+      files.write_array(_iterates_path(checkpoint_dir, made), nxt)
     made += 1
     return data
 

@@ -36,7 +36,7 @@ from absl import logging
 from jsgp import nets, policies
 from jsgp.problems import L1Problem
 from jsgp.solvers import DRS, PGM, run_batch
-from jsgp.training import checkpoint, loop
+from jsgp.training import checkpoint, files, loop
 from jsgp.training.configs import UnrolledConfig, check_target
 from jsgp.training.dataset import make_dataset
 from jsgp.training.greedy import TrainResult
@@ -176,8 +176,16 @@ def train_unrolled(config: UnrolledConfig, images: np.ndarray, *,
   Same measurements and ``x*`` cache as greedy training with the same task, seed and
   ``reference_iters``. With ``checkpoint_dir`` the run saves every ``checkpoint_every`` steps and
   at the end, and resumes from the latest checkpoint there (refusing another configuration's);
-  a resumed run equals an uninterrupted one.
+  a resumed run equals an uninterrupted one. A second run on the same ``checkpoint_dir`` is
+  refused while this one holds it (``files.DirectoryInUse``).
   """
+  with files.exclusive_directory(checkpoint_dir):
+    return _train_unrolled(config, images, checkpoint_dir, checkpoint_every, cache_dir,
+                           stop_after_steps, log_every)
+
+
+def _train_unrolled(config, images, checkpoint_dir, checkpoint_every, cache_dir,
+                    stop_after_steps, log_every) -> TrainResult:
   start = time.time()
   data = make_dataset(config, images, cache_dir)
   if checkpoint_dir and checkpoint.read_meta(checkpoint_dir) is not None:

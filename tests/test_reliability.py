@@ -1,0 +1,192 @@
+"""Bad input is a clear error before any work; files are written atomically and guarded by locks;
+an unfinished checkpoint is not silently reused (issue 15)."""
+import errno
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import struct
+
+from jsgp import training
+from jsgp.data import load_images
+from jsgp.nets import UNetConfig
+from jsgp.operators import gaussian_blur, parallel_beam, random_pixel_mask, variable_density_pattern
+from jsgp.problems import Task, make_problem
+from jsgp.solvers import DRS, FISTA, PGM, solve
+from jsgp.training import dataset, files
+
+from test_solvers import problem_for
+
+
+# --- API arguments ------------------------------------------------------------------------------
+
+def test_infinite_lam_is_refused_by_make_problem_and_by_solve():
+  problem = problem_for("inpainting")
+  with pytest.raises(ValueError, match="lam must be finite and > 0"):
+    make_problem(problem.measurement, problem.y, float("inf"), synthesis=problem.synthesis)
+  with pytest.raises(ValueError, match="lam must be finite and > 0"):
+    solve(PGM(), problem.replace(lam=jnp.asarray(jnp.inf)), max_iter=3)
+
+
+def test_complex_measurements_for_a_real_operator_are_refused():
+  problem = problem_for("inpainting")
+  with pytest.raises(ValueError, match="y is complex"):
+    solve(PGM(), problem.replace(y=problem.y.astype(jnp.complex128)), max_iter=3)
+  fourier = problem_for("fourier")  # complex measurements of a complex-valued operator: fine
+  assert np.isfinite(float(solve(PGM(), fourier, max_iter=2).history.objective[-1]))
+
+
+@pytest.mark.parametrize("max_iter", [-3, 5.5, True, "7"])
+def test_bad_iteration_counts_are_refused(max_iter):
+  with pytest.raises(ValueError, match="max_iter must be an integer >= 0"):
+    solve(PGM(), problem_for("deblur"), max_iter=max_iter)
+
+
+def test_nan_tolerance_is_refused_and_zero_iterations_return_x0():
+  problem = problem_for("deblur")
+  with pytest.raises(ValueError, match="tol must be a real number"):
+    solve(PGM(), problem, max_iter=3, tol=float("nan"))
+  x0 = jnp.full(problem.op.in_shape, 0.25)
+  result = solve(FISTA(), problem, x0, max_iter=0)
+  np.testing.assert_array_equal(result.x, x0)
+  assert int(result.num_iter) == 0 and result.history.objective.shape == (1,)
+  # tol < 0 never stops early: exactly max_iter steps, even at a fixed point.
+  zero = solve(PGM(), problem.replace(y=jnp.zeros_like(problem.y)), max_iter=7, tol=-1.0)
+  assert int(zero.num_iter) == 7
+
+
+def test_reference_of_the_wrong_shape_is_refused():
+  problem = problem_for("inpainting")
+  with pytest.raises(ValueError, match="reference has shape"):
+    solve(PGM(), problem, max_iter=2, reference=jnp.zeros((5, 5)))
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.5, -0.1, float("nan")])
+def test_sampling_operators_refuse_rates_outside_0_1(rate):
+  key = jax.random.PRNGKey(0)
+  with pytest.raises(ValueError, match="rate must be in"):
+    random_pixel_mask(key, (16, 16), rate)
+  with pytest.raises(ValueError, match="rate must be in"):
+    variable_density_pattern(key, (16, 16), rate)
+
+
+def test_traced_rates_still_work_under_jit():
+  count = jax.jit(lambda r: random_pixel_mask(jax.random.PRNGKey(0), (16, 16), r).mask.sum())
+  assert 0 < float(count(0.5)) < 256
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: gaussian_blur((16, 16), 0.0), "sigma must be finite and > 0"),
+    (lambda: gaussian_blur((16, 16), -2.0), "sigma must be finite and > 0"),
+    (lambda: parallel_beam((16, 16), 0), "n_views must be an integer >= 1"),
+    (lambda: Task("ct", (16, 16), n_views=2.5), "n_views must be an integer >= 1"),
+    (lambda: Task("deblur", (16, 16), blur_sigma=float("nan")), "blur_sigma must be finite"),
+])
+def test_operator_settings_are_validated(make, message):
+  with pytest.raises(ValueError, match=message):
+    make()
+
+
+@struct.dataclass
+class WrongShapePolicy:
+  def __call__(self, problem, x, grad):
+    return jnp.ones((3, 3)) / problem.lipschitz
+
+
+def test_policy_returning_a_wrongly_shaped_diagonal_is_named():
+  with pytest.raises(ValueError, match="policy WrongShapePolicy returned shape"):
+    solve(DRS(WrongShapePolicy()), problem_for("inpainting"), max_iter=2)
+
+
+# --- files: the x* cache, locks, full disks, unfinished checkpoints -------------------------------
+
+def _tiny_config(**changes):
+  base = dict(task=Task("inpainting", (32, 32)), net=UNetConfig(features=4, depth=2, head="step"),
+              num_stages=2, steps_per_stage=3, batch_size=2, reference_iters=20)
+  base.update(changes)
+  return training.GreedyConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def tiny_images():
+  return load_images(None, "train", 32, n=2)
+
+
+def _cache_file(directory):
+  (name,) = [f for f in os.listdir(directory) if f.startswith("xstar_")]
+  return os.path.join(directory, name)
+
+
+def test_truncated_or_mismatched_cache_is_recomputed_with_a_warning(tmp_path, tiny_images,
+                                                                    caplog):
+  config = _tiny_config()
+  first = training.make_dataset(config, tiny_images, str(tmp_path)).x_star
+  path = _cache_file(tmp_path)
+  with open(path, "rb") as f:
+    whole = f.read()
+  with open(path, "wb") as f:  # a write killed half-way (before atomic writes existed)
+    f.write(whole[: len(whole) // 2])
+  again = training.make_dataset(config, tiny_images, str(tmp_path)).x_star
+  np.testing.assert_array_equal(again, first)
+  assert any("is unreadable" in r.getMessage() and path in r.getMessage() for r in caplog.records)
+  # A cache of the right name but another shape (e.g. copied from another run) is not trusted.
+  files.write_arrays(path, {"x_star": np.zeros((1, 4, 4), np.float32),
+                            "key": np.asarray(os.path.basename(path)[6:-4]),
+                            "sha256": np.asarray(dataset._checksum(np.zeros((1, 4, 4),  # pylint: disable=protected-access
+                                                                            np.float32)))})
+  caplog.clear()
+  again = training.make_dataset(config, tiny_images, str(tmp_path)).x_star
+  np.testing.assert_array_equal(again, first)
+  assert any("of shape (1, 4, 4)" in r.getMessage() for r in caplog.records)
+
+
+def test_full_disk_gives_a_clear_error_and_leaves_no_partial_file(tmp_path, monkeypatch):
+  def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(np, "savez", no_space)
+  path = str(tmp_path / "xstar_test.npz")
+  with pytest.raises(OSError, match=r"not enough disk space to write .*xstar_test.npz"):
+    files.write_arrays(path, {"x_star": np.zeros((4, 4)), "key": np.asarray("k")})
+  assert os.listdir(tmp_path) == []
+
+
+def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, tiny_images, monkeypatch):
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  ckpt = str(tmp_path / "ckpt")
+  config = _tiny_config(num_stages=1)
+  training.train(config, tiny_images, checkpoint_dir=ckpt, checkpoint_every=1,
+                 stop_after_steps=2)
+  original = ocp.CheckpointManager.save
+
+  def full(self, step, *args, **kwargs):
+    if step >= 3:
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return original(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", full)
+  with pytest.raises(OSError, match=r"not enough disk space to write .*ckpt"):
+    training.train(config, tiny_images, checkpoint_dir=ckpt, checkpoint_every=1)
+  assert training.read_meta(ckpt)["step"] == 2
+  assert not [p for p in os.listdir(ckpt) if "tmp" in p]
+
+
+def test_second_run_on_a_checkpoint_directory_is_refused(tmp_path, tiny_images):
+  ckpt = str(tmp_path / "ckpt")
+  with files.exclusive_directory(ckpt):  # another run holds it
+    with pytest.raises(training.DirectoryInUse,
+                       match=rf"checkpoint directory {ckpt} is in use .*pid {os.getpid()}"):
+      training.train(_tiny_config(), tiny_images, checkpoint_dir=ckpt)
+  training.train(_tiny_config(num_stages=1, steps_per_stage=1), tiny_images, checkpoint_dir=ckpt)
+
+
+def test_unfinished_checkpoint_is_not_reused_silently(tmp_path, tiny_images):
+  ckpt = str(tmp_path / "ckpt")
+  config = _tiny_config()
+  training.train(config, tiny_images, checkpoint_dir=ckpt, checkpoint_every=2,
+                 stop_after_steps=4)
+  with pytest.raises(training.PartialCheckpoint, match="unfinished run: step 4 of 6"):
+    training.load_policy(ckpt, config)
+  assert training.load_policy(ckpt, config, allow_partial=True).config == config.net
