@@ -1,15 +1,17 @@
-"""Parallel-beam projector: exact adjoint, agreement with skimage and with analytic line integrals,
-jit/vmap/grad invariance, FBP, and the 512 x 512 x 144 size of the CT experiments."""
+"""Parallel-beam projector: exact adjoint, no scatter in any program, agreement with the
+pixel-driven definition, with skimage and with analytic line integrals, jit/vmap/grad invariance,
+FBP, and the 512 x 512 x 144 size of the CT experiments."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.extend import core as jex_core
 from skimage.data import shepp_logan_phantom
 from skimage.transform import iradon, radon, resize
 
 from jsgp.operators import WaveletSynthesis, vdot_real
-from jsgp.operators.radon import (ParallelBeamProjector, filtered_back_projection,
-                                  parallel_beam)
+from jsgp.operators.radon import (ParallelBeamProjector, _bins_and_weights, _directions,
+                                  _fraction_bits, filtered_back_projection, parallel_beam)
 
 
 def _relative(a, b):
@@ -46,11 +48,101 @@ def _dot_test(op, key):
 @pytest.mark.parametrize("shape,n_views,n_detectors", [
     ((64, 64), 30, None),
     ((37, 50), 17, None),  # non-square, odd/even sides
+    ((50, 37), 45, None),
     ((32, 32), 12, 20),  # detector narrower than the image: clipped contributions
+    ((33, 33), 1, None),
+    ((33, 33), 2, 60),  # detector wider than needed
+    ((24, 17), 144, None),
+    ((1, 7), 5, 9),  # a single row
 ])
 def test_dot_test_float64(shape, n_views, n_detectors):
   op = parallel_beam(shape, n_views, jnp.float64, n_detectors)
-  assert _dot_test(op, jax.random.PRNGKey(0)) < 1e-10
+  assert _dot_test(op, jax.random.PRNGKey(0)) < 1e-12
+
+
+def _dense_reference(op):
+  """The projector as a dense ``(n_views n_detectors, H W)`` numpy matrix, built pixel by pixel
+  from ``_bins_and_weights`` (pixel ``p`` puts ``1 - f`` into bin ``k`` and ``f`` into ``k + 1``,
+  bins outside the detector dropped): the definition the gather-based apply must reproduce."""
+  n_views, n_detectors = op.out_shape
+  bits = _fraction_bits(op.image_shape, n_detectors)
+  h, w = op.image_shape
+  ks, fs = jax.jit(jax.vmap(lambda d: _bins_and_weights(d, (h, w), n_detectors, bits,
+                                                        jnp.float64)))(
+      _directions(op.angles, bits))
+  matrix = np.zeros((n_views, n_detectors, h * w))
+  pixels = np.arange(h * w)
+  for v in range(n_views):
+    k, f = np.asarray(ks[v], np.int64).ravel(), np.asarray(fs[v]).ravel()
+    for bins, share in ((k, 1 - f), (k + 1, f)):
+      inside = (bins >= 0) & (bins < n_detectors)
+      np.add.at(matrix[v], (bins[inside], pixels[inside]), share[inside])
+  return matrix.reshape(n_views * n_detectors, h * w)
+
+
+@pytest.mark.parametrize("shape,n_views,n_detectors,random_angles", [
+    ((16, 16), 45, None, False),
+    ((17, 23), 36, None, True),
+    ((23, 17), 7, 19, True),  # narrow detector
+    ((9, 9), 144, 30, False),  # wide detector
+])
+def test_apply_and_adjoint_equal_the_pixel_driven_definition(shape, n_views, n_detectors,
+                                                             random_angles):
+  """Forward (bin-driven gather) and adjoint (pixel-driven gather) both equal the dense matrix of
+  the pixel-driven box-footprint model, at every angle including 0, 45, 90 and 135 degrees."""
+  op = parallel_beam(shape, n_views, jnp.float64, n_detectors)
+  if random_angles:
+    op = op.replace(angles=jax.random.uniform(jax.random.PRNGKey(n_views), (n_views,),
+                                              jnp.float64, 0, np.pi))
+  matrix = _dense_reference(op)
+  x = jax.random.normal(jax.random.PRNGKey(10), shape, jnp.float64)
+  y = jax.random.normal(jax.random.PRNGKey(11), op.out_shape, jnp.float64)
+  expected = (matrix @ np.asarray(x).ravel()).reshape(op.out_shape)
+  np.testing.assert_allclose(op.apply(x), expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+  back = (matrix.T @ np.asarray(y).ravel()).reshape(shape)
+  np.testing.assert_allclose(op.adjoint(y), back, rtol=0, atol=1e-12 * np.abs(back).max())
+
+
+def _primitive_names(jaxpr):
+  """Names of all primitives in a (closed) jaxpr, recursing into sub-jaxprs (loop bodies,
+  ``linear_call``'s callee, ``pjit``, ``remat``, ...)."""
+  jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+  names = set()
+  for eqn in jaxpr.eqns:
+    names.add(eqn.primitive.name)
+    for param in eqn.params.values():
+      for sub in (param if isinstance(param, (tuple, list)) else (param,)):
+        if isinstance(sub, (jex_core.Jaxpr, jex_core.ClosedJaxpr)):
+          names |= _primitive_names(sub)
+  return names
+
+
+def test_no_scatter_in_any_program():
+  """apply, adjoint, their jvp / vjp / grad / linear_transpose (also under vmap) are all gathers:
+  no scatter in the jaxprs (recursively) nor in the lowered programs."""
+  op = parallel_beam((24, 17), 12, jnp.float32)
+  x = jnp.ones(op.in_shape, jnp.float32)
+  y = jnp.ones(op.out_shape, jnp.float32)
+  batch = jax.tree.map(lambda a: jnp.stack([a, a + 0.1]), op)
+  programs = {
+      "apply": (lambda o, v: o.apply(v), (op, x)),
+      "adjoint": (lambda o, v: o.adjoint(v), (op, y)),
+      "jvp apply": (lambda o, v: jax.jvp(o.apply, (v,), (v,)), (op, x)),
+      "vjp apply": (lambda o, v, u: jax.vjp(o.apply, v)[1](u), (op, x, y)),
+      "grad apply": (lambda o, v, u: jax.grad(lambda w: jnp.sum((o.apply(w) - u) ** 2))(v),
+                     (op, x, y)),
+      "grad adjoint": (lambda o, u: jax.grad(lambda w: jnp.sum(o.adjoint(w) ** 2))(u), (op, y)),
+      "linear_transpose apply": (lambda o, u: jax.linear_transpose(o.apply, x)(u), (op, y)),
+      "linear_transpose adjoint": (lambda o, v: jax.linear_transpose(o.adjoint, y)(v), (op, x)),
+      "vmap apply": (jax.vmap(lambda o, v: o.apply(v), (0, None)), (batch, x)),
+      "vmap grad apply": (jax.vmap(jax.grad(lambda o, v: jnp.sum(o.apply(v) ** 2), 1),
+                                   (0, None)), (batch, x)),
+  }
+  for name, (fn, args) in programs.items():
+    primitives = _primitive_names(jax.make_jaxpr(fn)(*args))
+    assert not any("scatter" in p for p in primitives), (name, sorted(primitives))
+    assert "gather" in primitives, name
+    assert "scatter" not in jax.jit(fn).lower(*args).as_text(), name
 
 
 def test_dot_test_float64_with_wavelet_synthesis():
@@ -59,9 +151,10 @@ def test_dot_test_float64_with_wavelet_synthesis():
 
 
 def test_autodiff_transpose_is_the_hand_written_one_float32():
-  """jax.linear_transpose of adjoint (a separately compiled scatter) equals apply. Guards the
-  fixed-point bins: with floating-point ones XLA recomputed p in two fusions that rounded it
-  differently, and this comparison showed whole pixels moved between bins (errors ~1 on ~100)."""
+  """jax.linear_transpose of adjoint equals apply (it is apply, via linear_call), compiled in
+  separate programs. Guarded the fixed-point bins when the transpose was JAX's scatter: with
+  floating-point bins XLA recomputed p in two fusions that rounded it differently, and this
+  comparison showed whole pixels moved between bins (errors ~1 on ~100)."""
   op = parallel_beam((128, 128), 144)
   x = jax.random.uniform(jax.random.PRNGKey(2), op.in_shape, jnp.float32)
   transposed = jax.jit(lambda o, v: jax.linear_transpose(
@@ -138,9 +231,36 @@ def test_jit_vmap_grad():
   # Forward mode: the JVP of a linear map is the map.
   _, tangent = jax.jvp(ops[1].apply, (images[0],), (images[1],))
   np.testing.assert_allclose(tangent, eager_apply[1], rtol=1e-12, atol=1e-12)
-  # ... and through adjoint (a gather, transposed by JAX into a scatter).
+  # ... and through adjoint (its transpose is apply, via linear_call).
   g = jax.grad(lambda y: 0.5 * jnp.sum(ops[0].adjoint(y) ** 2))(sinos[0])
   np.testing.assert_allclose(g, ops[0].apply(ops[0].adjoint(sinos[0])), rtol=1e-10, atol=1e-10)
+
+
+def test_vmap_over_images_or_operators_only_and_nested():
+  """Batched linear argument with shared angles, batched angles with a shared image, nested vmap,
+  and reverse mode through a vmapped apply (the transpose of the batched linear_call)."""
+  shape, n_views = (20, 27), 9
+  op = parallel_beam(shape, n_views, jnp.float64)
+  other = op.replace(angles=op.angles + 0.3)
+  ops = jax.tree.map(lambda *a: jnp.stack(a), op, other)
+  images = jax.random.normal(jax.random.PRNGKey(12), (2, 3) + shape, jnp.float64)
+  expected = np.stack([[o.apply(x) for x in row] for o, row in zip([op, other], images)])
+  np.testing.assert_allclose(jax.vmap(op.apply)(images[0]), expected[0], rtol=1e-12, atol=1e-12)
+  np.testing.assert_allclose(jax.vmap(lambda o: o.apply(images[1, 2]))(ops)[1], expected[1, 2],
+                             rtol=1e-12, atol=1e-12)
+  nested = jax.jit(jax.vmap(lambda o, xs: jax.vmap(o.apply)(xs)))(ops, images)
+  np.testing.assert_allclose(nested, expected, rtol=1e-12, atol=1e-12)
+  # d/dx of sum_b <A_b x, y_b> with one x shared by the batch: sum_b A_b^T y_b.
+  ys = jax.random.normal(jax.random.PRNGKey(13), (2,) + op.out_shape, jnp.float64)
+  grad = jax.grad(lambda x: jnp.sum(jax.vmap(lambda o, y: vdot_real(o.apply(x), y))(ops, ys)))(
+      images[0, 0])
+  np.testing.assert_allclose(grad, op.adjoint(ys[0]) + other.adjoint(ys[1]), rtol=1e-12,
+                             atol=1e-12)
+  # jvp under vmap, and reverse mode under jax.checkpoint.
+  _, tangents = jax.vmap(lambda x, t: jax.jvp(op.apply, (x,), (t,)))(images[0], images[1])
+  np.testing.assert_allclose(tangents, jax.vmap(op.apply)(images[1]), rtol=1e-12, atol=1e-12)
+  remat = jax.grad(jax.checkpoint(lambda x: 0.5 * jnp.sum(op.apply(x) ** 2)))(images[0, 0])
+  np.testing.assert_allclose(remat, op.adjoint(op.apply(images[0, 0])), rtol=1e-12, atol=1e-12)
 
 
 def test_dtypes_follow_inputs():
