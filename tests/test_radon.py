@@ -105,7 +105,7 @@ def test_apply_and_adjoint_equal_the_pixel_driven_definition(shape, n_views, n_d
 
 def _primitive_names(jaxpr):
   """Names of all primitives in a (closed) jaxpr, recursing into sub-jaxprs (loop bodies,
-  ``linear_call``'s callee, ``pjit``, ``remat``, ...)."""
+  ``custom_vjp`` calls, ``pjit``, ``remat``, ...)."""
   jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
   names = set()
   for eqn in jaxpr.eqns:
@@ -118,8 +118,8 @@ def _primitive_names(jaxpr):
 
 
 def test_no_scatter_in_any_program():
-  """apply, adjoint, their jvp / vjp / grad / linear_transpose (also under vmap) are all gathers:
-  no scatter in the jaxprs (recursively) nor in the lowered programs."""
+  """apply, adjoint, their vjp / grad (also under vmap) are all gathers: no scatter in the jaxprs
+  (recursively) nor in the lowered programs."""
   op = parallel_beam((24, 17), 12, jnp.float32)
   x = jnp.ones(op.in_shape, jnp.float32)
   y = jnp.ones(op.out_shape, jnp.float32)
@@ -127,13 +127,11 @@ def test_no_scatter_in_any_program():
   programs = {
       "apply": (lambda o, v: o.apply(v), (op, x)),
       "adjoint": (lambda o, v: o.adjoint(v), (op, y)),
-      "jvp apply": (lambda o, v: jax.jvp(o.apply, (v,), (v,)), (op, x)),
       "vjp apply": (lambda o, v, u: jax.vjp(o.apply, v)[1](u), (op, x, y)),
       "grad apply": (lambda o, v, u: jax.grad(lambda w: jnp.sum((o.apply(w) - u) ** 2))(v),
                      (op, x, y)),
       "grad adjoint": (lambda o, u: jax.grad(lambda w: jnp.sum(o.adjoint(w) ** 2))(u), (op, y)),
-      "linear_transpose apply": (lambda o, u: jax.linear_transpose(o.apply, x)(u), (op, y)),
-      "linear_transpose adjoint": (lambda o, v: jax.linear_transpose(o.adjoint, y)(v), (op, x)),
+      "vjp adjoint": (lambda o, u, v: jax.vjp(o.adjoint, u)[1](v), (op, y, x)),
       "vmap apply": (jax.vmap(lambda o, v: o.apply(v), (0, None)), (batch, x)),
       "vmap grad apply": (jax.vmap(jax.grad(lambda o, v: jnp.sum(o.apply(v) ** 2), 1),
                                    (0, None)), (batch, x)),
@@ -151,14 +149,14 @@ def test_dot_test_float64_with_wavelet_synthesis():
 
 
 def test_autodiff_transpose_is_the_hand_written_one_float32():
-  """jax.linear_transpose of adjoint equals apply (it is apply, via linear_call), compiled in
-  separate programs. Guarded the fixed-point bins when the transpose was JAX's scatter: with
-  floating-point bins XLA recomputed p in two fusions that rounded it differently, and this
-  comparison showed whole pixels moved between bins (errors ~1 on ~100)."""
+  """The vjp of adjoint equals apply (the custom_vjp runs apply), compiled in separate programs.
+  Guarded the fixed-point bins when the transpose was JAX's scatter: with floating-point bins XLA
+  recomputed p in two fusions that rounded it differently, and this comparison showed whole
+  pixels moved between bins (errors ~1 on ~100)."""
   op = parallel_beam((128, 128), 144)
   x = jax.random.uniform(jax.random.PRNGKey(2), op.in_shape, jnp.float32)
-  transposed = jax.jit(lambda o, v: jax.linear_transpose(
-      o.adjoint, jax.ShapeDtypeStruct(o.out_shape, jnp.float32))(v)[0])(op, x)
+  zero = jnp.zeros(op.out_shape, jnp.float32)
+  transposed = jax.jit(lambda o, v: jax.vjp(o.adjoint, zero)[1](v)[0])(op, x)
   direct = jax.jit(lambda o, v: o.apply(v))(op, x)
   assert direct.dtype == jnp.float32
   assert float(jnp.max(jnp.abs(transposed - direct))) < 1e-5 * float(jnp.max(direct))
@@ -228,17 +226,14 @@ def test_jit_vmap_grad():
   assert bool(jnp.all(jnp.isfinite(grads)))
   expected = jnp.stack([op.adjoint(op.apply(x) - y) for op, x, y in zip(ops, images, sinos)])
   np.testing.assert_allclose(grads, expected, rtol=1e-10, atol=1e-10)
-  # Forward mode: the JVP of a linear map is the map.
-  _, tangent = jax.jvp(ops[1].apply, (images[0],), (images[1],))
-  np.testing.assert_allclose(tangent, eager_apply[1], rtol=1e-12, atol=1e-12)
-  # ... and through adjoint (its transpose is apply, via linear_call).
+  # ... and through adjoint (its vjp is apply).
   g = jax.grad(lambda y: 0.5 * jnp.sum(ops[0].adjoint(y) ** 2))(sinos[0])
   np.testing.assert_allclose(g, ops[0].apply(ops[0].adjoint(sinos[0])), rtol=1e-10, atol=1e-10)
 
 
 def test_vmap_over_images_or_operators_only_and_nested():
   """Batched linear argument with shared angles, batched angles with a shared image, nested vmap,
-  and reverse mode through a vmapped apply (the transpose of the batched linear_call)."""
+  and reverse mode through a vmapped apply."""
   shape, n_views = (20, 27), 9
   op = parallel_beam(shape, n_views, jnp.float64)
   other = op.replace(angles=op.angles + 0.3)
@@ -256,9 +251,7 @@ def test_vmap_over_images_or_operators_only_and_nested():
       images[0, 0])
   np.testing.assert_allclose(grad, op.adjoint(ys[0]) + other.adjoint(ys[1]), rtol=1e-12,
                              atol=1e-12)
-  # jvp under vmap, and reverse mode under jax.checkpoint.
-  _, tangents = jax.vmap(lambda x, t: jax.jvp(op.apply, (x,), (t,)))(images[0], images[1])
-  np.testing.assert_allclose(tangents, jax.vmap(op.apply)(images[1]), rtol=1e-12, atol=1e-12)
+  # Reverse mode under jax.checkpoint.
   remat = jax.grad(jax.checkpoint(lambda x: 0.5 * jnp.sum(op.apply(x) ** 2)))(images[0, 0])
   np.testing.assert_allclose(remat, op.adjoint(op.apply(images[0, 0])), rtol=1e-12, atol=1e-12)
 

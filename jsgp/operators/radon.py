@@ -42,12 +42,12 @@ On CPU (float32, 144 views, 256 x 256 and 512 x 512) the projection measured 2.0
 the back-projection, against 4-5x for the scatter-add it replaces: it visits ``sqrt(2)`` times more
 (line, bin) pairs than there are pixels, with two gathers each.
 
-Differentiation: ``apply`` and ``adjoint`` are one ``jax.custom_derivatives.linear_call`` each
-(``_linear_projector``), whose transpose is the other, so ``grad`` / ``vjp`` / ``linear_transpose``
-of ``apply`` run ``adjoint`` (and vice versa) instead of JAX's transposes of the gathers (which
-would be scatter-adds), ``jvp`` runs the map itself, and reverse mode keeps only the int32
-directions ``(n_views, 2)`` as residuals. JAX 0.10 has no vmap rule for ``linear_call``; this module
-installs one (``_batch_linear_call``) unless JAX already has it.
+Differentiation: ``apply`` and ``adjoint`` are a ``jax.custom_vjp`` pair (``_projection``,
+``_backprojection``) whose reverse-mode derivative is the other one, so ``grad`` / ``vjp`` of
+``apply`` run ``adjoint`` (and vice versa) instead of JAX's transposes of the gathers (which would
+be scatter-adds); reverse mode keeps only the angles as residuals, and vmap works as for any
+function. Forward mode (``jvp``) and ``jax.linear_transpose`` are not available (custom_vjp
+functions have neither); nothing in jsgp needs them, as ``adjoint`` is explicit.
 """
 from __future__ import annotations
 
@@ -60,51 +60,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 from jax import lax
-from jax.custom_derivatives import linear_call
-from jax.extend import core as jex_core
-from jax.interpreters import batching
 
 from jsgp import validation
 from jsgp.operators.base import LinearOperator
-
-
-def _batch_linear_call(axis_data, args, dims, *, callee, transpose_thunk, num_callee_consts,
-                       num_res):
-  """vmap rule for ``linear_call`` (JAX 0.10 has none): a ``linear_call`` of the vmapped callee,
-  whose transpose is the vmapped transpose. Linear operands are moved (or broadcast) to axis 0,
-  so the batched call and its transpose agree on shapes; outputs are batched along axis 0.
-  """
-  if all(d is None for d in dims):  # nothing batched (as JAX's own shim does)
-    outs = _LINEAR_CALL.bind(*args, callee=callee, transpose_thunk=transpose_thunk,
-                             num_callee_consts=num_callee_consts, num_res=num_res)
-    return outs, [None] * len(outs)
-  size = axis_data.size
-  n_fixed = num_callee_consts + num_res
-  fixed = list(args[:n_fixed])
-  fixed_axes = list(dims[:n_fixed])  # None: not batched
-  linear = [jnp.broadcast_to(x, (size,) + x.shape) if d is None
-            else jnp.moveaxis(x, d, 0) for x, d in zip(args[n_fixed:], dims[n_fixed:])]
-  callee_fun = jex_core.jaxpr_as_fun(callee)
-
-  def batched(fixed, linear):
-    return jax.vmap(lambda f, v: callee_fun(*f, *v), in_axes=(fixed_axes, 0))(fixed, linear)
-
-  def batched_transpose(fixed, cotangents):
-    t_jaxpr, t_consts = transpose_thunk()
-    t_fun = jex_core.jaxpr_as_fun(t_jaxpr)
-    return jax.vmap(lambda r, c: t_fun(*t_consts, *r, *c),
-                    in_axes=(fixed_axes[num_callee_consts:], 0))(fixed[num_callee_consts:],
-                                                                  cotangents)
-
-  outs = linear_call(batched, batched_transpose, fixed, linear)
-  return outs, [0] * len(outs)
-
-
-# The primitive behind ``linear_call`` (not exported by JAX), taken from a traced call.
-_LINEAR_CALL = jax.make_jaxpr(
-    lambda v: linear_call(lambda _, u: u, lambda _, u: u, (), v))(0.0).eqns[0].primitive
-if _LINEAR_CALL not in batching.fancy_primitive_batchers:  # a later JAX may batch it itself
-  batching.fancy_primitive_batchers[_LINEAR_CALL] = _batch_linear_call
 
 
 def default_n_detectors(image_shape: Tuple[int, int]) -> int:
@@ -310,23 +268,46 @@ def _backproject(directions: jax.Array, sinogram: jax.Array,
   return lax.scan(body, init, (sinogram, directions))[0]
 
 
-@functools.partial(jax.jit, static_argnames=("image_shape", "n_detectors", "transpose"))
-def _linear_projector(angles: jax.Array, image_shape: Tuple[int, int], n_detectors: int,
-                      value: jax.Array, transpose: bool) -> jax.Array:
-  """``A value`` (or ``A^T value``) as a ``linear_call``: JAX transposes it into the other one.
-
-  Without it, reverse mode (and ``jax.linear_transpose``) would transpose each gather into a
-  scatter-add; with it, ``grad`` of ``apply`` runs ``adjoint`` and vice versa, and the only
-  residuals kept for reverse mode are the int32 directions ``(n_views, 2)``. Jitted because
-  ``linear_call`` evaluates its body op by op outside ``jit`` (recompiling the view loop on
-  every eager call); inside a caller's ``jit`` this is inlined.
-  """
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _projection(angles: jax.Array, image: jax.Array, image_shape: Tuple[int, int],
+                n_detectors: int) -> jax.Array:
+  """``A image``; its reverse-mode derivative is ``_backprojection`` (a gather), not JAX's
+  transpose of the projection's gathers (scatter-adds)."""
   directions = _directions(angles, _fraction_bits(image_shape, n_detectors))
-  forward = functools.partial(_project, n_detectors=n_detectors)
-  backward = functools.partial(_backproject, image_shape=image_shape)
-  if transpose:
-    forward, backward = backward, forward
-  return linear_call(forward, backward, directions, value)
+  return _project(directions, image, n_detectors)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _backprojection(angles: jax.Array, sinogram: jax.Array, image_shape: Tuple[int, int],
+                    n_detectors: int) -> jax.Array:
+  """``A^T sinogram``; its reverse-mode derivative is ``_projection``."""
+  directions = _directions(angles, _fraction_bits(image_shape, n_detectors))
+  return _backproject(directions, sinogram, image_shape)
+
+
+def _projection_fwd(angles, image, image_shape, n_detectors):
+  return _projection(angles, image, image_shape, n_detectors), angles
+
+
+def _projection_bwd(image_shape, n_detectors, angles, cotangent):
+  return (jnp.zeros_like(angles),
+          _backprojection(angles, cotangent, image_shape, n_detectors))
+
+
+def _backprojection_fwd(angles, sinogram, image_shape, n_detectors):
+  return _backprojection(angles, sinogram, image_shape, n_detectors), angles
+
+
+def _backprojection_bwd(image_shape, n_detectors, angles, cotangent):
+  return (jnp.zeros_like(angles),
+          _projection(angles, cotangent, image_shape, n_detectors))
+
+
+_projection.defvjp(_projection_fwd, _projection_bwd)
+_backprojection.defvjp(_backprojection_fwd, _backprojection_bwd)
+# Jitted (inlined into a caller's jit): an eager call would trace and compile its view loop anew.
+_project_jit = jax.jit(_projection, static_argnums=(2, 3))
+_backproject_jit = jax.jit(_backprojection, static_argnums=(2, 3))
 
 
 @struct.dataclass
@@ -353,14 +334,14 @@ class ParallelBeamProjector(LinearOperator):
   def apply(self, image):
     """``(H, W) -> (n_views, n_detectors)``: line integrals, pixel units."""
     dtype = jnp.result_type(image, self.angles)
-    return _linear_projector(self.angles.astype(dtype), tuple(self.image_shape), self.n_detectors,
-                             jnp.asarray(image, dtype), transpose=False)
+    return _project_jit(self.angles.astype(dtype), jnp.asarray(image, dtype),
+                        tuple(self.image_shape), self.n_detectors)
 
   def adjoint(self, sinogram):
     """``(n_views, n_detectors) -> (H, W)``: exact back-projection (the transpose of ``apply``)."""
     dtype = jnp.result_type(sinogram, self.angles)
-    return _linear_projector(self.angles.astype(dtype), tuple(self.image_shape), self.n_detectors,
-                             jnp.asarray(sinogram, dtype), transpose=True)
+    return _backproject_jit(self.angles.astype(dtype), jnp.asarray(sinogram, dtype),
+                            tuple(self.image_shape), self.n_detectors)
 
   def initial_estimate(self, sinogram):
     """Filtered back-projection (``filtered_back_projection``), the usual CT starting image."""

@@ -14,7 +14,8 @@ exactly, and ``refresh_every`` (static): the driver calls ``refresh`` after ever
 Modes of :func:`run`:
   * solving (default): ``jax.lax.while_loop`` until ``max_iter`` or the stopping rule, relative
     objective change ``|F_k - F_{k+1}| <= tol * |F_k|`` (``tol = 0`` runs ``max_iter`` steps
-    unless the objective stops changing altogether, e.g. ``y = 0``; ``tol < 0`` never stops);
+    unless the objective stops changing altogether, e.g. ``y = 0``; ``tol < 0`` never stops, even
+    where the objective no longer changes);
   * differentiating (``unroll=True``): ``jax.lax.scan`` of exactly ``max_iter`` steps, each a
     ``jax.checkpoint`` (``remat``) so reverse mode stores one state per step; ``record(problem,
     state)`` after each step is stacked in ``Result.trace``.
@@ -100,8 +101,7 @@ def run(method, problem, x0: jax.Array, max_iter: int, tol=0.0,
   def body(carry):
     k, state, history, _ = carry
     new = _refreshed(method, problem, method.step(problem, state), k + 1)
-    change = jnp.abs(state.objective - new.objective)
-    converged = change <= tol * jnp.abs(state.objective)
+    converged = _stops(state.objective, new.objective, tol)
     return k + 1, new, _record(history, k + 1, _entry(new, problem, reference, dtype)), converged
 
   k, state, history, converged = jax.lax.while_loop(
@@ -126,6 +126,11 @@ def _unrolled(method, problem, state, first: History, num_steps: int, reference,
   history = jax.tree_util.tree_map(lambda h0, h: jnp.concatenate([h0[None], h]), first, entries)
   return Result(x=state.x, state=state, history=history, num_iter=jnp.int32(num_steps),
                 converged=jnp.bool_(False), trace=trace)
+
+
+def _stops(previous: jax.Array, new: jax.Array, tol) -> jax.Array:
+  """The stopping rule: ``|F_k - F_{k+1}| <= tol |F_k|``, never for ``tol < 0``."""
+  return (tol >= 0) & (jnp.abs(previous - new) <= tol * jnp.abs(previous))
 
 
 def _refreshed(method, problem, state, k, batched: bool = False):
@@ -190,7 +195,7 @@ def _batched_while(method, problems, x0, max_iter: int, tol, reference) -> Resul
   def body(carry):
     k, state, history, active, num_iter, converged = carry
     new = _refreshed(method, problems, step(problems, state), k + 1, batched=True)
-    stop = jnp.abs(state.objective - new.objective) <= tol * jnp.abs(state.objective)
+    stop = _stops(state.objective, new.objective, tol)
     state = jax.tree_util.tree_map(lambda a, b: _where(active, a, b), new, state)
     history = _record_batch(history, k + 1, entry(new, problems, reference), active)
     return (k + 1, state, history, active & ~stop, num_iter + active.astype(jnp.int32),
