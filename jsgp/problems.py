@@ -11,6 +11,7 @@ from typing import Any, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from jsgp import validation
@@ -218,6 +219,27 @@ def measurement_operator(task: Task, key: jax.Array, dtype=jnp.float32,
   return parallel_beam(task.image_shape, task.n_views, dtype=dtype)
 
 
+# Tasks whose measurement operator does not depend on the random key (one operator per batch).
+SHARED_OPERATOR_TASKS = ("deblur", "ct")
+
+
+def _measure(meas: LinearOperator, image: jax.Array, key: jax.Array, noise_sigma) -> jax.Array:
+  """``meas(image)`` plus white Gaussian noise of std ``noise_sigma`` on the measured entries."""
+  dtype = image.dtype
+  clean = meas.apply(image)
+  if jnp.iscomplexobj(clean):
+    nr, ni = jax.random.normal(key, (2,) + clean.shape, dtype)
+    noise = (nr + 1j * ni) * (noise_sigma / jnp.sqrt(2.0))
+  else:
+    noise = noise_sigma * jax.random.normal(key, clean.shape, dtype)
+  return clean + noise * meas.measured_entries()
+
+
+def _lipschitz(meas: LinearOperator, synthesis: LinearOperator, key: jax.Array,
+               power_iterations: int, dtype) -> jax.Array:
+  return LIPSCHITZ_MARGIN * operator_norm_squared(meas @ synthesis, key, power_iterations, dtype)
+
+
 def simulate(task: Task, image: jax.Array, key: jax.Array, power_iterations: int = 30,
              numbers: Optional[TaskNumbers] = None) -> L1Problem:
   """Measure ``image`` ``(H, W)`` (0-255 scale) under ``task``: a pure, jit- and vmap-able map.
@@ -231,30 +253,48 @@ def simulate(task: Task, image: jax.Array, key: jax.Array, power_iterations: int
   dtype = image.dtype
   k_op, k_noise, k_power = jax.random.split(key, 3)
   meas = measurement_operator(task, k_op, dtype, numbers)
-  clean = meas.apply(image)
-  if jnp.iscomplexobj(clean):
-    nr, ni = jax.random.normal(k_noise, (2,) + clean.shape, dtype)
-    noise = (nr + 1j * ni) * (numbers.noise_sigma / jnp.sqrt(2.0))
-  else:
-    noise = numbers.noise_sigma * jax.random.normal(k_noise, clean.shape, dtype)
-  noise = noise * meas.measured_entries()
   synthesis = task.synthesis
-  lipschitz = LIPSCHITZ_MARGIN * operator_norm_squared(meas @ synthesis, k_power,
-                                                       power_iterations, dtype)
-  return L1Problem(measurement=meas, synthesis=synthesis, y=clean + noise,
-                   lam=jnp.asarray(numbers.lam, dtype), lipschitz=lipschitz)
+  return L1Problem(measurement=meas, synthesis=synthesis,
+                   y=_measure(meas, image, k_noise, numbers.noise_sigma),
+                   lam=jnp.asarray(numbers.lam, dtype),
+                   lipschitz=_lipschitz(meas, synthesis, k_power, power_iterations, dtype))
 
 
-def simulate_batch(task: Task, images: jax.Array, key: jax.Array) -> L1Problem:
-  """``simulate`` vmapped over ``images`` ``(B, H, W)``: one operator draw per image."""
+def simulate_batch(task: Task, images: jax.Array, key: jax.Array,
+                   numbers: Optional[TaskNumbers] = None) -> L1Problem:
+  """``simulate`` over ``images`` ``(B, H, W)``: one key (operator draw, noise) per image.
+
+  ``numbers``: per-image settings (``TaskNumbers`` of ``(B,)`` arrays; e.g. mixed sampling rates
+  for training), by default ``task``'s for all. Where the operator does not depend on the key
+  (``SHARED_OPERATOR_TASKS``, with settings common to the batch) it is built, and its Lipschitz
+  constant estimated, once for the batch rather than once per image.
+  """
   keys = jax.random.split(key, images.shape[0])
-  numbers = TaskNumbers(*(jnp.asarray(v, images.dtype) for v in TaskNumbers.of(task)))
-  return _simulate_batch(_structure(task), images, keys, numbers)
+  per_image = numbers is not None and any(np.ndim(v) for v in numbers)
+  numbers = TaskNumbers.of(task) if numbers is None else numbers
+  numbers = TaskNumbers(*(jnp.asarray(v, images.dtype) for v in numbers))
+  shared = task.name in SHARED_OPERATOR_TASKS and not per_image
+  return _simulate_batch(_structure(task), images, keys, numbers, per_image, shared)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _simulate_batch(structure: Task, images, keys, numbers) -> L1Problem:
-  return jax.vmap(lambda im, k: simulate(structure, im, k, numbers=numbers))(images, keys)
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def _simulate_batch(structure: Task, images, keys, numbers, per_image: bool,
+                    shared: bool) -> L1Problem:
+  if not shared:
+    axes = TaskNumbers(*([0] * 4)) if per_image else None
+    return jax.vmap(lambda im, k, n: simulate(structure, im, k, numbers=n),
+                    in_axes=(0, 0, axes))(images, keys, numbers)
+  dtype = images.dtype
+  k_op, _, k_power = jax.random.split(keys[0], 3)
+  meas = measurement_operator(structure, k_op, dtype, numbers)
+  synthesis = structure.synthesis
+  lipschitz = _lipschitz(meas, synthesis, k_power, 30, dtype)
+  y = jax.vmap(lambda im, k: _measure(meas, im, jax.random.split(k, 3)[1],
+                                      numbers.noise_sigma))(images, keys)
+  batch = images.shape[0]
+  stack = lambda a: jnp.broadcast_to(a, (batch,) + jnp.shape(a))
+  return L1Problem(measurement=jax.tree_util.tree_map(stack, meas), synthesis=synthesis, y=y,
+                   lam=stack(jnp.asarray(numbers.lam, dtype)), lipschitz=stack(lipschitz))
 
 
 def image_of(problems: L1Problem, x: jax.Array) -> jax.Array:
