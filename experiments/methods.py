@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any, Callable, Dict, Optional, Sequence
 
 from jsgp import policies
-from jsgp.solvers import DRS, FISTA, PGM, SGP
+from jsgp.solvers import DRS, FISTA, PGM, SGP, SpaRSA
 
 KINDS = ("classical", "reference", "learned", "oracle", "direct")
 
@@ -54,11 +54,25 @@ class MethodSpec:
     raise ValueError(f"{self.name} ({self.kind}) is not a solver")
 
 
+def constant_fista() -> FISTA:
+  """FISTA with the constant step 1/L (no backtracking test): the fastest classical method
+  measured here, and the solver of every converged reference."""
+  return FISTA(max_backtracks=0)
+
+
 REGISTRY: Dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("pgm", "PGM", "tab:brown", "classical", make=PGM),
     MethodSpec("fista_b", "FISTA-b", "tab:blue", "classical", make=FISTA),
-    MethodSpec("fista_converged", "FISTA (converged)", "gray", "reference", make=FISTA),
+    MethodSpec("fista", "FISTA (step 1/L)", "navy", "classical", make=constant_fista),
+    MethodSpec("fista_restart", "FISTA, gradient restart", "tab:gray", "classical",
+               make=lambda: FISTA(max_backtracks=0, restart="gradient")),
+    MethodSpec("mfista", "Monotone FISTA", "darkgreen", "classical",
+               make=lambda: FISTA(max_backtracks=0, monotone=True)),
+    MethodSpec("fista_converged", "FISTA (converged)", "gray", "reference", make=constant_fista),
     MethodSpec("sgp_bb", "SGP-BB", "tab:orange", "classical", make=SGP),
+    MethodSpec("sgp_bb1", "SGP-BB1", "gold", "classical",
+               make=lambda: SGP(policies.BarzilaiBorwein("bb1"))),
+    MethodSpec("sparsa", "SpaRSA (non-monotone BB)", "teal", "classical", make=SpaRSA),
     MethodSpec("step_learned", "Step-learned SGP", "tab:green", "learned", "step", "greedy"),
     MethodSpec("diag_learned", "Diag-learned SGP", "tab:red", "learned", "diag", "greedy"),
     MethodSpec("step_unrolled", "Step-learned SGP, unrolled", "tab:olive", "learned", "step",
@@ -73,6 +87,8 @@ REGISTRY: Dict[str, MethodSpec] = {spec.name: spec for spec in (
 PROTOCOL_METHODS = ("fista_b", "fista_converged", "sgp_bb", "step_learned", "diag_learned",
                     "unet_direct")
 BENCH_METHODS = ("pgm", "fista_b", "sgp_bb", "step_learned", "diag_learned")
+ACCURACY_METHODS = ("pgm", "fista_b", "fista", "fista_restart", "mfista", "sgp_bb", "sgp_bb1",
+                    "sparsa")
 STUDY_METHODS = ("fista_b", "sgp_bb", "step_learned", "diag_learned", "step_unrolled",
                  "diag_unrolled", "step_oracle", "diag_oracle")
 

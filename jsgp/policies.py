@@ -1,25 +1,173 @@
-"""Stepsize / scaling policies for ``DRS``: pure pytree callables ``(problem, x, grad) -> d``.
+"""Stepsize rules and policies: one protocol for SGP, SpaRSA and DRS.
 
-``d`` is in stepsize units (scalar per instance, or a canvas-shaped diagonal); the solver applies
-its own safeguards, so a policy may return anything, even NaN, without breaking convergence.
+A rule is a pytree with two pure functions (the optax shape):
+
+  ``init(problem, x, grad) -> state``
+  ``update(problem, state, x, grad) -> (d, state)``
+
+``d`` is in stepsize units: a scalar per instance, or a canvas-shaped diagonal (the metric of a
+scaled proximal-gradient step ``prox_{d}(x - d grad)``). Classical rules (``Constant``,
+``BarzilaiBorwein``, ``Scaled``) carry the memory they need in ``state``; stateless policies (a
+learned network, the greedy oracle) are plain callables ``(problem, x, grad) -> d`` and get
+``init``/``update`` from ``Stateless``. Solvers apply their own safeguards (bounds, line
+searches, the DRS acceptance test), so a rule may return anything, even NaN, without breaking
+convergence.
 """
 from __future__ import annotations
+
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
 from jsgp.nets import apply_network
+from jsgp.operators import vdot_real
+
+
+class Stateless:
+  """Mixin: ``init``/``update`` for a policy that is a pure ``__call__(problem, x, grad)``."""
+
+  def init(self, problem, x, grad):
+    del problem, x, grad
+    return ()
+
+  def update(self, problem, state, x, grad):
+    return self(problem, x, grad), state
 
 
 @struct.dataclass
-class ConstantPolicy:
-  """``d = multiplier / L``: a fixed multiple of the conventional step (a non-learned DRS)."""
+class FromCallable(Stateless):
+  """A plain callable ``(problem, x, grad) -> d`` (a pytree or a function) as a rule."""
+
+  policy: Any
+
+  def __call__(self, problem, x, grad):
+    return self.policy(problem, x, grad)
+
+
+def as_rule(policy):
+  """``policy`` if it is a rule (``init`` and ``update``), else ``FromCallable(policy)``."""
+  if hasattr(policy, "init") and hasattr(policy, "update"):
+    return policy
+  if not callable(policy):
+    raise TypeError(f"a policy is a rule (init/update) or a callable (problem, x, grad) -> d; "
+                    f"got {type(policy).__name__}")
+  return FromCallable(policy)
+
+
+@struct.dataclass
+class ConstantPolicy(Stateless):
+  """``d = multiplier / L``: a fixed multiple of the conventional step (``Constant()`` is 1/L)."""
 
   multiplier: jax.Array = 1.0
 
   def __call__(self, problem, x, grad):
     return jnp.asarray(self.multiplier, x.dtype) / problem.lipschitz
+
+
+Constant = ConstantPolicy
+
+
+BB_VARIANTS = ("bb1", "bb2", "abb_min")
+
+
+class BBState(NamedTuple):
+  prev_x: jax.Array      # x_{k-1} (canvas)
+  prev_grad: jax.Array   # grad f(x_{k-1})
+  step: jax.Array        # the last step returned
+  memory: jax.Array      # (memory,) last BB2 values (ABB_min)
+  tau: jax.Array         # ABB_min switching threshold
+  started: jax.Array     # bool: a previous point exists
+
+
+@struct.dataclass
+class BarzilaiBorwein:
+  """Barzilai-Borwein steps from ``s = x_k - x_{k-1}``, ``w = grad_k - grad_{k-1}``:
+  ``bb1 = <s,s>/<s,w>`` (long), ``bb2 = <s,w>/<w,w>`` (short), or ``abb_min`` (Frassoldati,
+  Zanghirati, Zanni 2008: ``min`` of the last ``memory`` BB2 values when ``bb2/bb1 < tau``, else
+  BB1; ``tau`` adapts). Bounded in ``[t_min_factor/L, t_max_factor/L]``; ``1/L`` until two points
+  exist; a curvature ``<s,w> <= 0`` or no movement gives ``t_max`` resp. the previous step.
+
+  Per call: three inner products over the canvas; state holds two canvases.
+  """
+
+  variant: str = struct.field(pytree_node=False, default="abb_min")
+  t_min_factor: float = struct.field(pytree_node=False, default=1e-5)
+  t_max_factor: float = struct.field(pytree_node=False, default=1e5)
+  tau0: float = struct.field(pytree_node=False, default=0.5)
+  memory: int = struct.field(pytree_node=False, default=3)
+
+  def __post_init__(self):
+    if self.variant not in BB_VARIANTS:
+      raise ValueError(f"BarzilaiBorwein variant must be one of {BB_VARIANTS}, got "
+                       f"{self.variant!r}.")
+
+  def init(self, problem, x, grad) -> BBState:
+    t0 = (1.0 / problem.lipschitz).astype(jnp.real(x).dtype)
+    return BBState(x, grad, t0, jnp.full((self.memory,), self.t_max_factor * t0, t0.dtype),
+                   jnp.asarray(self.tau0, t0.dtype), jnp.bool_(False))
+
+  def update(self, problem, state: BBState, x, grad):
+    t0 = (1.0 / problem.lipschitz).astype(state.step.dtype)
+    t_min, t_max = self.t_min_factor * t0, self.t_max_factor * t0
+    s, w = x - state.prev_x, grad - state.prev_grad
+    ss, sw, ww = vdot_real(s, s), vdot_real(s, w), vdot_real(w, w)
+    curved = sw > 0
+    bb1 = jnp.where(curved, ss / jnp.where(curved, sw, 1.0), t_max)
+    bb2 = jnp.where(curved, sw / jnp.maximum(ww, jnp.finfo(t0.dtype).tiny), t_max)
+    bb1 = jnp.clip(jnp.nan_to_num(bb1, nan=t_max), t_min, t_max)
+    bb2 = jnp.clip(jnp.nan_to_num(bb2, nan=t_max), t_min, t_max)
+    memory, tau = state.memory, state.tau
+    if self.variant == "bb1":
+      step = bb1
+    elif self.variant == "bb2":
+      step = bb2
+    else:
+      memory = jnp.roll(memory, 1).at[0].set(bb2)
+      use_bb2 = bb2 / bb1 < tau
+      step = jnp.where(use_bb2, jnp.min(memory), bb1)
+      tau = jnp.where(use_bb2, 0.9 * tau, 1.1 * tau)
+    moved = state.started & (ss > 0)
+    first = ~state.started
+    step = jnp.where(moved, step, jnp.where(first, t0, state.step))
+    keep = lambda new, old: jnp.where(moved, new, old)
+    return step, BBState(x, grad, step, keep(memory, state.memory), keep(tau, state.tau),
+                         jnp.bool_(True))
+
+
+class ScaledState(NamedTuple):
+  rule: Any             # the step rule's state
+  scaling: Any          # the scaling policy's state
+  iteration: jax.Array  # k (int32)
+
+
+@struct.dataclass
+class Scaled:
+  """``d = t_k * D_k``: a scalar rule ``rule`` times a diagonal ``scaling`` (any rule or policy
+  returning a canvas-shaped positive array, e.g. a learned diag network) clipped to
+  ``[1/delta_k, delta_k]`` with ``delta_k^2 = 1 + c / (k + 1)^2``, so that ``D_k -> I`` as the
+  SGP convergence theory asks (Bonettini, Zanella, Zanni 2009). A non-finite scaling counts as 1.
+  """
+
+  rule: Any = BarzilaiBorwein()
+  scaling: Any = ConstantPolicy(1.0)
+  c: float = struct.field(pytree_node=False, default=1e10)
+
+  def init(self, problem, x, grad) -> ScaledState:
+    return ScaledState(self.rule.init(problem, x, grad), self.scaling.init(problem, x, grad),
+                       jnp.int32(0))
+
+  def update(self, problem, state: ScaledState, x, grad):
+    t, rule_state = self.rule.update(problem, state.rule, x, grad)
+    raw, scaling_state = self.scaling.update(problem, state.scaling, x, grad)
+    # Relative to the scaling's mean so that the rule keeps setting the step length.
+    raw = raw / jnp.mean(raw)
+    k = state.iteration.astype(jnp.real(x).dtype)
+    delta = jnp.sqrt(1.0 + self.c / (k + 1.0) ** 2)
+    d = jnp.clip(jnp.nan_to_num(raw, nan=1.0, posinf=delta, neginf=1.0 / delta), 1.0 / delta,
+                 delta)
+    return t * d, ScaledState(rule_state, scaling_state, state.iteration + 1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -51,7 +199,7 @@ def stepsize_from_log_scale(problem, log_scale: jax.Array) -> jax.Array:
 
 
 @struct.dataclass
-class LearnedPolicy:
+class LearnedPolicy(Stateless):
   """A trained U-Net as a DRS policy. ``variables`` (params, batch_stats) are pytree leaves, so
   user code can jit/vmap solvers over them; ``config`` (a ``jsgp.nets.UNetConfig``) is static.
 
@@ -82,7 +230,7 @@ def log_scale_grid(max_log_scale: float = 7.0, num: int = 141) -> jax.Array:
 
 
 @struct.dataclass
-class GreedyOraclePolicy:
+class GreedyOraclePolicy(Stateless):
   """For each call, the stepsize (``diagonal=False``) or per-coefficient diagonal
   (``diagonal=True``) from ``log_scales`` whose eq.-6 step ``T_{lam d}(x - d grad f(x))`` lands
   closest to ``x_star`` ``(Hc, Wc)``: what the greedy loss (eq. 7) would pick with a perfect

@@ -9,10 +9,10 @@ from skimage import data as skdata
 from skimage import transform
 
 from jsgp.operators import sum_squares
-from jsgp.policies import ConstantPolicy
+from jsgp.policies import BarzilaiBorwein, Constant, ConstantPolicy
 from jsgp.problems import L1Problem, Task, make_problem, simulate, simulate_batch
 from jsgp.prox import soft_threshold
-from jsgp.solvers import DRS, FISTA, PGM, SGP, run, solve
+from jsgp.solvers import DRS, FISTA, PGM, SGP, SpaRSA, run, solve
 
 SHAPE = (32, 32)
 # lam per task for the convergence tests: large enough that PGM reaches a 1e-6 gap within ~650
@@ -78,9 +78,15 @@ def reference(task):
 METHODS = {
     "pgm": (PGM(), 3000),
     "fista_b": (FISTA(lipschitz0_factor=0.05), 3000),
+    "fista_restart_gradient": (FISTA(max_backtracks=0, restart="gradient"), 3000),
+    "fista_restart_function": (FISTA(max_backtracks=0, restart="function"), 3000),
+    "mfista": (FISTA(max_backtracks=0, monotone=True), 3000),
     "sgp_bb": (SGP(), 3000),
-    "sgp_constant": (SGP(stepsize_rule="constant"), 3000),
+    "sgp_bb1": (SGP(BarzilaiBorwein("bb1")), 3000),
+    "sgp_constant": (SGP(Constant()), 3000),
+    "sparsa": (SpaRSA(), 3000),
     "drs": (DRS(ConstantPolicy(3.0)), 3000),
+    "drs_relaxation": (DRS(ConstantPolicy(3.0), mode="relaxation"), 3000),
 }
 
 
@@ -98,7 +104,10 @@ def test_reaches_reference_minimum_float64(task, method):
 @pytest.mark.parametrize("task", sorted(TEST_LAM))
 def test_monotone_methods_never_increase(task):
   problem = problem_for(task)
-  for solver in (PGM(), SGP(), SGP(stepsize_rule="constant"), DRS(ConstantPolicy(50.0))):
+  for solver in (PGM(), SGP(), SGP(Constant()), SGP(BarzilaiBorwein("bb2")),
+                 FISTA(max_backtracks=0, monotone=True), SpaRSA(memory=1),
+                 DRS(ConstantPolicy(50.0)), DRS(ConstantPolicy(50.0), mode="relaxation"),
+                 DRS(ConstantPolicy(0.9), max_policy_steps=30)):
     result = solve(solver, problem, max_iter=200)
     objective = np.asarray(result.history.objective)[: int(result.num_iter) + 1]
     assert np.all(np.diff(objective) <= 1e-12 * objective[:-1]), type(solver).__name__
@@ -167,7 +176,7 @@ def test_history_nmse_matches_metric():
 
 def test_zero_measurements_give_zero_solution():
   problem = problem_for("inpainting").replace(y=jnp.zeros(SHAPE))
-  for solver in (PGM(), FISTA(), SGP(), DRS(ConstantPolicy(2.0))):
+  for solver in (PGM(), FISTA(), SGP(), SpaRSA(), DRS(ConstantPolicy(2.0))):
     result = solve(solver, problem, max_iter=20)
     assert float(jnp.max(jnp.abs(result.x))) == 0.0
 
@@ -187,8 +196,12 @@ def test_bad_inputs_raise_before_tracing():
     solve(PGM(), problem, jnp.zeros((10, 10)))
   with pytest.raises(ValueError, match="y has shape"):
     make_problem(problem.measurement, jnp.zeros((5, 5)), 0.1, synthesis=problem.synthesis)
-  with pytest.raises(ValueError, match="stepsize_rule"):
-    SGP(stepsize_rule="newton")
+  with pytest.raises(ValueError, match="variant"):
+    BarzilaiBorwein("newton")
+  with pytest.raises(ValueError, match="restart"):
+    FISTA(restart="always")
+  with pytest.raises(ValueError, match="mode"):
+    DRS(ConstantPolicy(1.0), mode="paper")
 
 
 def test_run_is_a_pure_function_under_user_jit_and_vmap():

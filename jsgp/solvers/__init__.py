@@ -4,6 +4,8 @@ from jsgp.solvers.drs import DRS, DRSState
 from jsgp.solvers.fista import FISTA, FISTAState
 from jsgp.solvers.pgm import PGM, PGMState
 from jsgp.solvers.sgp import SGP, SGPState
+from jsgp.solvers.sparsa import SpaRSA, SpaRSAState
 
 __all__ = ["History", "Result", "check_inputs", "run", "run_batch", "solve", "DRS", "DRSState",
-           "FISTA", "FISTAState", "PGM", "PGMState", "SGP", "SGPState"]
+           "FISTA", "FISTAState", "PGM", "PGMState", "SGP", "SGPState", "SpaRSA",
+           "SpaRSAState"]

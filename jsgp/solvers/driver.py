@@ -5,11 +5,9 @@ A method is a pytree with two pure functions (the optax/optimistix shape):
 Every method's state is a NamedTuple with at least the fields
   ``x`` (the iterate), ``objective`` (F(x)), ``stepsize`` (the step used to reach ``x``) and
   ``backtracks`` (line-search reductions spent on that step),
-which the driver records in a fixed-size history so that whole runs stay jit-able.
-A method that carries quantities derived from ``x`` incrementally (the residual ``A x - y``,
-updated by linearity) also defines ``refresh(problem, state) -> state``, which recomputes them
-exactly, and ``refresh_every`` (static): the driver calls ``refresh`` after every
-``refresh_every``-th step, so rounding never accumulates past that many steps.
+which the driver records in a fixed-size history so that whole runs stay jit-able. The recorded
+objective is the true one: no method updates the residual ``A x - y`` incrementally (each forms
+it fresh from ``x``, or as a convex combination of fresh residuals), so nothing drifts in float32.
 
 Modes of :func:`run`:
   * solving (default): ``jax.lax.while_loop`` until ``max_iter`` or the stopping rule, relative
@@ -22,9 +20,8 @@ Modes of :func:`run`:
 
 :func:`run_batch` runs a batch (leading axis; each instance its own operator, stepsize and
 stopping point, frozen once its own test fires) as ONE ``while_loop`` over the vmapped step, so
-the iteration counter is a single scalar and a method's periodic ``refresh`` stays a real
-``lax.cond`` (under ``vmap(run)`` every ``cond`` on per-instance state becomes a select that does
-both branches' work every iteration). The batch may be split over the devices of a mesh
+the iteration counter is a single scalar (under ``vmap(run)`` the loop predicate itself is
+batched). The batch may be split over the devices of a mesh
 (``jsgp.distributed``; nothing changes without one). :func:`solve` validates concrete inputs and
 runs either as ONE jit call.
 """
@@ -100,8 +97,8 @@ def run(method, problem, x0: jax.Array, max_iter: int, tol=0.0,
 
   def body(carry):
     k, state, history, _ = carry
-    new = _refreshed(method, problem, method.step(problem, state), k + 1)
-    converged = _stops(state.objective, new.objective, tol)
+    new = method.step(problem, state)
+    converged = _stops(state.objective, new, tol)
     return k + 1, new, _record(history, k + 1, _entry(new, problem, reference, dtype)), converged
 
   k, state, history, converged = jax.lax.while_loop(
@@ -115,7 +112,7 @@ def _unrolled(method, problem, state, first: History, num_steps: int, reference,
 
   def body(carry, _):
     k, state = carry
-    new = _refreshed(method, problem, method.step(problem, state), k + 1)
+    new = method.step(problem, state)
     traced = None if record is None else record(problem, new)
     return (k + 1, new), (_entry(new, problem, reference, dtype), traced)
 
@@ -128,19 +125,13 @@ def _unrolled(method, problem, state, first: History, num_steps: int, reference,
                 converged=jnp.bool_(False), trace=trace)
 
 
-def _stops(previous: jax.Array, new: jax.Array, tol) -> jax.Array:
-  """The stopping rule: ``|F_k - F_{k+1}| <= tol |F_k|``, never for ``tol < 0``."""
-  return (tol >= 0) & (jnp.abs(previous - new) <= tol * jnp.abs(previous))
-
-
-def _refreshed(method, problem, state, k, batched: bool = False):
-  """``state`` after ``method.refresh`` when step ``k`` (a scalar) is a multiple of the method's
-  ``refresh_every``; ``batched``: ``problem`` and ``state`` carry a leading batch axis."""
-  every = getattr(method, "refresh_every", 0)
-  if not every:
-    return state
-  refresh = jax.vmap(method.refresh) if batched else method.refresh
-  return jax.lax.cond(k % every == 0, refresh, lambda p, s: s, problem, state)
+def _stops(previous: jax.Array, new_state, tol) -> jax.Array:
+  """The stopping rule: ``|F_k - F_{k+1}| <= tol |F_k|``, never for ``tol < 0``, nor after a
+  step that held ``x`` by design (``new_state.held``, e.g. monotone FISTA rejecting a
+  proposal: F is unchanged, yet the method moves on)."""
+  held = jnp.asarray(getattr(new_state, "held", False), bool)
+  change = jnp.abs(previous - new_state.objective)
+  return (tol >= 0) & (change <= tol * jnp.abs(previous)) & ~held
 
 
 def for_vmap(method):
@@ -194,8 +185,8 @@ def _batched_while(method, problems, x0, max_iter: int, tol, reference) -> Resul
 
   def body(carry):
     k, state, history, active, num_iter, converged = carry
-    new = _refreshed(method, problems, step(problems, state), k + 1, batched=True)
-    stop = _stops(state.objective, new.objective, tol)
+    new = step(problems, state)
+    stop = _stops(state.objective, new, tol)
     state = jax.tree_util.tree_map(lambda a, b: _where(active, a, b), new, state)
     history = _record_batch(history, k + 1, entry(new, problems, reference), active)
     return (k + 1, state, history, active & ~stop, num_iter + active.astype(jnp.int32),

@@ -1,80 +1,132 @@
-"""FISTA with Beck-Teboulle backtracking ("FISTA-b", the paper's baseline)."""
+"""FISTA (Beck-Teboulle) with backtracking ("FISTA-b", the paper's baseline) and the
+O'Donoghue-Candes adaptive restart."""
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jsgp.operators import sum_squares
+from jsgp.operators import sum_squares, vdot_real
+
+RESTARTS = (None, "gradient", "function")
 
 
 class FISTAState(NamedTuple):
   x: jax.Array               # x_k
-  residual: jax.Array        # A x_k - y
+  residual: jax.Array        # A x_k - y, computed from x_k (never accumulated)
   prev_residual: jax.Array   # A x_{k-1} - y
   prev_x: jax.Array          # x_{k-1}
   momentum: jax.Array        # s_k
   lipschitz: jax.Array       # current backtracked L_k (stepsize = 1/L_k)
-  objective: jax.Array       # F(x_k)
+  objective: jax.Array       # F(x_k), from the fresh residual: the true objective
   stepsize: jax.Array        # 1/L_k
   backtracks: jax.Array      # trials rejected in the last step
+  restarts: jax.Array        # momentum restarts so far (int32)
+  held: jax.Array            # bool: monotone and the last proposal was rejected (x unchanged)
+  proposal: Optional[jax.Array] = None           # monotone: u_k, the last prox point
+  proposal_residual: Optional[jax.Array] = None  # monotone: A u_k - y
 
 
 @struct.dataclass
 class FISTA:
   """FISTA-b. ``L`` starts at ``lipschitz0_factor * problem.lipschitz`` and grows by ``eta``
-  until the quadratic upper bound holds (it never decreases).
+  until the quadratic upper bound holds; it never decreases and never exceeds
+  ``problem.lipschitz`` (an upper estimate of ``||A||^2``, where the bound holds by definition),
+  so that rounding in the test cannot inflate it in float32.
 
-  Per iteration: one ``A^T`` (gradient at the extrapolated point, whose residual is formed from
-  the stored residuals since ``A`` is linear) and one ``A`` per trial point (``A (p - z)``, from
-  which both the backtracking test and the new residual follow).
-  ``lipschitz0_factor = 1`` starts at the power-iteration estimate (plain FISTA when it holds);
-  the paper-style baseline starts lower and backtracks up.
+  Per iteration: one ``A^T`` (the gradient at the extrapolated point ``z``, whose residual is the
+  same linear combination of the two last residuals) and one ``A`` per trial point ``p`` (its
+  fresh residual ``A p - y``, from which the test ``||A (p - z)||^2 <= L ||p - z||^2``, the new
+  residual and the true ``F(p)`` follow). Residuals are never updated incrementally, so nothing
+  drifts in float32 however long the run. ``max_backtracks = 0`` is FISTA with the constant step
+  ``1/L`` (no test; differentiable).
+
+  ``restart``: ``"gradient"`` resets the momentum when ``<z - p, p - x_k> > 0`` (O'Donoghue and
+  Candes 2015), ``"function"`` when ``F(p) > F(x_k)``; either costs one reduction.
+  ``monotone``: MFISTA (Beck and Teboulle 2009): ``x_{k+1}`` is the better of ``p`` and ``x_k``
+  (``F(p)`` is known, so no extra operator), with the extrapolation
+  ``z = x_k + (s_k / s_{k+1}) (p_k - x_k) + ((s_k - 1) / s_{k+1}) (x_k - x_{k-1})``; the objective
+  never increases and the O(1/k^2) rate is kept. Carries the last proposal and its residual; a
+  rejected proposal sets ``held`` (the driver's stopping rule ignores such a step).
   """
 
   eta: float = struct.field(pytree_node=False, default=2.0)
   lipschitz0_factor: float = struct.field(pytree_node=False, default=1.0)
   max_backtracks: int = struct.field(pytree_node=False, default=40)
+  restart: Optional[str] = struct.field(pytree_node=False, default=None)
+  monotone: bool = struct.field(pytree_node=False, default=False)
+
+  def __post_init__(self):
+    if self.restart not in RESTARTS:
+      raise ValueError(f"FISTA restart must be one of {RESTARTS}, got {self.restart!r}.")
 
   def init(self, problem, x0) -> FISTAState:
     residual = problem.residual(x0)
     objective = problem.f_from_residual(residual) + problem.g(x0)
-    lipschitz = self.lipschitz0_factor * problem.lipschitz
-    one = jnp.ones((), jnp.real(objective).dtype)
-    return FISTAState(x0, residual, residual, x0, one, lipschitz, objective, 1.0 / lipschitz,
-                      jnp.int32(0))
+    return self.warm_start(problem, x0, residual, None, objective)
+
+  def warm_start(self, problem, x0, residual, grad, objective) -> FISTAState:
+    """The initial state at ``x0`` from its residual and objective (no operator application)."""
+    del grad
+    dtype = jnp.real(objective).dtype
+    lipschitz = jnp.asarray(self.lipschitz0_factor * problem.lipschitz, dtype)
+    proposal = (x0, residual) if self.monotone else (None, None)
+    return FISTAState(x0, residual, residual, x0, jnp.ones((), dtype), lipschitz, objective,
+                      1.0 / lipschitz, jnp.int32(0), jnp.int32(0), jnp.bool_(False), *proposal)
 
   def step(self, problem, state: FISTAState) -> FISTAState:
     s = state.momentum
     s_next = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * s * s))
     c = (s - 1.0) / s_next
-    # Extrapolated point z and its residual, by linearity: no operator application.
     z = state.x + c * (state.x - state.prev_x)
     rz = state.residual + c * (state.residual - state.prev_residual)
+    if self.monotone:  # MFISTA's extra term; zero when the last proposal was accepted
+      z = z + (s / s_next) * (state.proposal - state.x)
+      rz = rz + (s / s_next) * (state.proposal_residual - state.residual)
     gz = problem.grad_from_residual(rz)
+    lipschitz_max = jnp.asarray(problem.lipschitz, state.lipschitz.dtype)
 
     def trial(lipschitz):
-      # For quadratic f the upper-bound test f(p) <= f(z) + <p - z, grad> + L/2 ||p - z||^2
-      # is exactly ||A d||^2 <= L ||d||^2 with d = p - z. Testing that form avoids comparing
-      # two large, nearly equal objective values, which fails in float32 near convergence.
       p = problem.forward_backward(z, gz, 1.0 / lipschitz)
+      rp = problem.residual(p)
+      # For quadratic f the upper bound f(p) <= f(z) + <p - z, grad> + L/2 ||p - z||^2 is
+      # exactly ||A (p - z)||^2 <= L ||p - z||^2; it holds by definition at L = lipschitz_max.
       d = p - z
-      Ad = problem.op.apply(d)
-      return p, rz + Ad, sum_squares(Ad) <= lipschitz * sum_squares(d)
+      ok = (sum_squares(rp - rz) <= lipschitz * sum_squares(d)) | (lipschitz >= lipschitz_max)
+      return p, rp, ok
 
-    def cond(carry):
-      _, _, _, ok, i = carry
-      return ~ok & (i < self.max_backtracks)
+    if self.max_backtracks:
+      def cond(carry):
+        _, _, _, ok, i = carry
+        return ~ok & (i < self.max_backtracks)
 
-    def body(carry):
-      lipschitz, _, _, _, i = carry
-      lipschitz = self.eta * lipschitz
-      return (lipschitz,) + trial(lipschitz) + (i + 1,)
+      def body(carry):
+        lipschitz, _, _, _, i = carry
+        lipschitz = jnp.minimum(self.eta * lipschitz, jnp.maximum(lipschitz_max, lipschitz))
+        return (lipschitz,) + trial(lipschitz) + (i + 1,)
 
-    lipschitz, p, rp, _, i = jax.lax.while_loop(
-        cond, body, (state.lipschitz,) + trial(state.lipschitz) + (jnp.int32(0),))
+      lipschitz, p, rp, _, i = jax.lax.while_loop(
+          cond, body, (state.lipschitz,) + trial(state.lipschitz) + (jnp.int32(0),))
+    else:
+      lipschitz, i = state.lipschitz, jnp.int32(0)
+      p = problem.forward_backward(z, gz, 1.0 / lipschitz)
+      rp = problem.residual(p)
     objective = problem.f_from_residual(rp) + problem.g(p)
-    return FISTAState(p, rp, state.residual, state.x, s_next, lipschitz, objective,
-                      1.0 / lipschitz, i)
+    if self.restart == "gradient":
+      reset = vdot_real(z - p, p - state.x) > 0
+    elif self.restart == "function":
+      reset = objective > state.objective
+    else:
+      reset = jnp.bool_(False)
+    s_next = jnp.where(reset, jnp.ones_like(s_next), s_next)
+    restarts = state.restarts + reset.astype(jnp.int32)
+    if not self.monotone:
+      return FISTAState(p, rp, state.residual, state.x, s_next, lipschitz, objective,
+                        1.0 / lipschitz, i, restarts, jnp.bool_(False))
+    better = objective <= state.objective
+    keep = lambda new, old: jnp.where(better, new, old)
+    return FISTAState(keep(p, state.x), keep(rp, state.residual), state.residual, state.x, s_next,
+                      lipschitz, keep(objective, state.objective), 1.0 / lipschitz, i, restarts,
+                      ~better, p, rp)

@@ -1,7 +1,10 @@
 """Armijo backtracking along a fixed direction, free of operator applications.
 
-Because ``A`` is linear, ``A(x + gamma z) - y = r + gamma A z``: with the residual ``r`` and
-``A z`` in hand every trial costs only elementwise work.
+Because ``A`` is linear, ``A(x + gamma z) - y = (1 - gamma) r + gamma r_full`` with ``r`` the
+residual at ``x`` and ``r_full`` the residual at the full step ``x + z`` (computed fresh, one
+``A``): every trial costs only elementwise work, and the accepted residual is a convex
+combination of two residuals rather than an accumulated update, so rounding never builds up over
+iterations (with ``gamma = 1``, the usual case, it is exactly the fresh ``r_full``).
 """
 from __future__ import annotations
 
@@ -25,7 +28,13 @@ def composite_decrease(problem, x, grad, z) -> jax.Array:
   return vdot_real(grad, z) + problem.g(x + z) - problem.g(x)
 
 
-def armijo(problem, x, residual, objective, z, Az, delta, *, beta, shrink,
+def combine(residual, residual_full, gamma):
+  """``A(x + gamma z) - y`` from the residuals at ``x`` and at ``x + z`` (exactly
+  ``residual_full`` for ``gamma = 1``)."""
+  return (1 - gamma) * residual + gamma * residual_full
+
+
+def armijo(problem, x, residual, objective, z, residual_full, delta, *, beta, shrink,
            max_reductions) -> LineSearchResult:
   """Largest ``gamma = shrink**i``, ``i < max_reductions``, with
   ``F(x + gamma z) <= F(x) + beta gamma Delta`` and a finite objective.
@@ -40,11 +49,12 @@ def armijo(problem, x, residual, objective, z, Az, delta, *, beta, shrink,
   ``z`` with ``gamma`` held at its accepted value, the exact derivative wherever the number of
   reductions is locally constant. The returned ``objective`` carries no derivative.
   """
-  x, residual, objective, z, Az, delta = jax.lax.stop_gradient(
-      (x, residual, objective, z, Az, delta))
+  x, residual, objective, z, residual_full, delta = jax.lax.stop_gradient(
+      (x, residual, objective, z, residual_full, delta))
 
   def trial(gamma):
-    return 0.5 * sum_squares(residual + gamma * Az) + problem.g(x + gamma * z)
+    return (0.5 * sum_squares(combine(residual, residual_full, gamma))
+            + problem.g(x + gamma * z))
 
   def fails(gamma, value):
     return ~(jnp.isfinite(value) & (value <= objective + beta * gamma * delta))

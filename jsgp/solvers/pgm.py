@@ -25,8 +25,11 @@ class PGM:
   """
 
   def init(self, problem, x0) -> PGMState:
-    residual, grad, objective = problem.first_order(x0)
-    step = 1.0 / problem.lipschitz
+    return self.warm_start(problem, x0, *problem.first_order(x0))
+
+  def warm_start(self, problem, x0, residual, grad, objective) -> PGMState:
+    """The initial state at ``x0`` from quantities already computed."""
+    step = (1.0 / problem.lipschitz).astype(jnp.real(objective).dtype)
     return PGMState(x0, residual, grad, objective, step, jnp.int32(0))
 
   def step(self, problem, state: PGMState) -> PGMState:

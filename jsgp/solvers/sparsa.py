@@ -1,0 +1,80 @@
+"""SpaRSA: proximal gradient with Barzilai-Borwein steps and a non-monotone line search
+(Wright, Nowak, Figueiredo 2009; the FASTA family of Goldstein, Studer, Baraniuk)."""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jsgp import policies
+from jsgp.operators import sum_squares
+
+
+class SpaRSAState(NamedTuple):
+  x: jax.Array
+  residual: jax.Array     # A x - y, computed fresh from x
+  grad: jax.Array         # A^T (A x - y)
+  objective: jax.Array    # F(x), the true objective
+  stepsize: jax.Array     # the accepted step t_k
+  backtracks: jax.Array   # rejected trials of the last step
+  rule_state: Any
+  recent: jax.Array       # (memory,) the last objective values (the non-monotone reference)
+
+
+@struct.dataclass
+class SpaRSA:
+  """``x+ = prox_t(x - t grad)`` with ``t`` from ``rule`` (default BB1), accepted when
+
+      ``F(x+) <= max(F over the last memory iterates) - sigma / (2 t) ||x+ - x||^2``,
+
+  otherwise ``t`` shrinks by ``shrink`` (never below ``1/L``, where the test always holds for
+  ``sigma <= 1``, so each step ends after at most ``log(t L) / log(1/shrink)`` trials).
+  ``memory = 1`` is a monotone method. Convergence: Wright et al. (2009), Theorem 1.
+
+  Cost per iteration: one ``A`` per trial (the fresh residual of ``x+``: true objective, no
+  drift) and one ``A^T`` (the gradient at the accepted point).
+  """
+
+  rule: Any = policies.BarzilaiBorwein("bb1")
+  memory: int = struct.field(pytree_node=False, default=5)
+  sigma: float = struct.field(pytree_node=False, default=1e-2)
+  shrink: float = struct.field(pytree_node=False, default=0.5)
+  max_backtracks: int = struct.field(pytree_node=False, default=40)
+
+  def init(self, problem, x0) -> SpaRSAState:
+    residual, grad, objective = problem.first_order(x0)
+    dtype = jnp.real(objective).dtype
+    t0 = (1.0 / problem.lipschitz).astype(dtype)
+    return SpaRSAState(x0, residual, grad, objective, t0, jnp.int32(0),
+                       policies.as_rule(self.rule).init(problem, x0, grad),
+                       jnp.full((self.memory,), objective))
+
+  def step(self, problem, state: SpaRSAState) -> SpaRSAState:
+    rule = policies.as_rule(self.rule)
+    t_rule, rule_state = rule.update(problem, state.rule_state, state.x, state.grad)
+    t_min = (1.0 / problem.lipschitz).astype(state.stepsize.dtype)
+    t_rule = jnp.where(jnp.isfinite(t_rule) & (t_rule > 0), t_rule, t_min)
+    reference = jnp.max(state.recent)
+
+    def trial(t):
+      p = problem.forward_backward(state.x, state.grad, t.astype(state.x.dtype))
+      rp = problem.residual(p)
+      value = problem.f_from_residual(rp) + problem.g(p)
+      ok = value <= reference - self.sigma / (2.0 * t) * sum_squares(p - state.x)
+      return p, rp, value, ok | (t <= t_min)
+
+    def cond(carry):
+      return ~carry[4] & (carry[5] < self.max_backtracks)
+
+    def body(carry):
+      t, *_, i = carry
+      t = jnp.maximum(self.shrink * t, t_min)
+      return (t,) + trial(t) + (i + 1,)
+
+    t, x, residual, objective, _, i = jax.lax.while_loop(
+        cond, body, (t_rule,) + trial(t_rule) + (jnp.int32(0),))
+    recent = jnp.roll(state.recent, 1).at[0].set(objective)
+    return SpaRSAState(x, residual, problem.grad_from_residual(residual), objective, t, i,
+                       rule_state, recent)

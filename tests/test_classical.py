@@ -1,0 +1,159 @@
+"""Classical solvers in float32 over thousands of iterations: the reported objective is the true
+one (no residual drift) and FISTA reaches the float64 reference minimum; step rules."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from skimage import data as skdata
+from skimage import transform
+
+from jsgp import policies
+from jsgp.policies import BarzilaiBorwein, Constant, ConstantPolicy, Scaled
+from jsgp.problems import Task, simulate
+from jsgp.solvers import DRS, FISTA, PGM, SGP, SpaRSA, solve
+
+from test_solvers import _restarted_apg, problem_for, reference
+
+LONG_RUN = 3000
+FLOAT32_METHODS = {
+    "fista_b": FISTA(),
+    "fista_restart": FISTA(max_backtracks=0, restart="gradient"),
+    "mfista": FISTA(max_backtracks=0, monotone=True),
+    "sgp_abb": SGP(),
+    "sparsa": SpaRSA(),
+    "pgm": PGM(),
+    "drs": DRS(ConstantPolicy(2.0)),
+}
+FISTA_METHODS = ("fista_b", "fista_restart", "mfista")
+
+
+def _as_float64(tree):
+  def cast(a):
+    if jnp.iscomplexobj(a):
+      return a.astype(jnp.complex128)
+    return a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a
+  return jax.tree_util.tree_map(cast, tree)
+
+
+@functools.lru_cache(maxsize=None)
+def float32_case(task: str, size: int):
+  """A float32 problem at the paper's lam (0.1) and its float64 reference ``F*``."""
+  image = transform.resize(skdata.camera().astype(np.float64), (size, size), anti_aliasing=True)
+  problem = simulate(Task(task, (size, size), rate=0.5, lam=0.1),
+                     jnp.asarray(image, jnp.float32), jax.random.PRNGKey(3))
+  problem64 = _as_float64(problem)
+  x_star, f_star, iters = _restarted_apg(problem64, 60000)
+  assert int(iters) < 60000, "reference not converged"
+  return problem, problem64, float(f_star)
+
+
+def _check_long_float32_run(task, size, name):
+  problem, problem64, f_star = float32_case(task, size)
+  result = solve(FLOAT32_METHODS[name], problem, max_iter=LONG_RUN, tol=-1)
+  assert result.x.dtype == jnp.float32
+  reported = float(result.history.objective[LONG_RUN])
+  true = float(problem64.objective(result.x.astype(jnp.float64)))
+  assert abs(reported - true) <= 1e-6 * true, f"{name}: reported {reported} vs true {true}"
+  if name in FISTA_METHODS:
+    gap = (true - f_star) / f_star
+    assert gap <= 1e-5, f"{name} on {task}: relative gap {gap:.2e} after {LONG_RUN}"
+
+
+@pytest.mark.parametrize("name", sorted(FLOAT32_METHODS))
+@pytest.mark.parametrize("task", ["inpainting", "fourier"])
+def test_float32_reports_the_true_objective_64px(task, name):
+  _check_long_float32_run(task, 64, name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(FLOAT32_METHODS))
+@pytest.mark.parametrize("task", ["inpainting", "fourier"])
+def test_float32_reports_the_true_objective_128px(task, name):
+  _check_long_float32_run(task, 128, name)
+
+
+def test_monotone_fista_never_increases_and_holds_rejected_proposals():
+  problem = problem_for("fourier")
+  result = solve(FISTA(max_backtracks=0, monotone=True), problem, max_iter=300, tol=-1)
+  objective = np.asarray(result.history.objective)
+  assert np.all(np.diff(objective) <= 0)
+  plain = solve(FISTA(max_backtracks=0), problem, max_iter=300, tol=-1)
+  assert np.any(np.diff(np.asarray(plain.history.objective)) > 0), "plain FISTA is not monotone"
+
+
+def test_restart_resets_momentum():
+  problem = problem_for("inpainting")
+  for restart in ("gradient", "function"):
+    state = solve(FISTA(max_backtracks=0, restart=restart), problem, max_iter=300).state
+    assert int(state.restarts) > 0, restart
+  assert int(solve(FISTA(max_backtracks=0), problem, max_iter=300).state.restarts) == 0
+
+
+def test_sparsa_accepts_against_the_recent_maximum():
+  """Non-monotone: F may rise above F_k, never above the max of the last ``memory`` values."""
+  problem = problem_for("inpainting")
+  memory = 5
+  result = solve(SpaRSA(memory=memory), problem, max_iter=400, tol=-1)
+  objective = np.asarray(result.history.objective)
+  for k in range(1, objective.size):
+    assert objective[k] <= np.max(objective[max(0, k - memory):k]) * (1 + 1e-12)
+  monotone = np.asarray(solve(SpaRSA(memory=1), problem, max_iter=200).history.objective)
+  assert np.all(np.diff(monotone[np.isfinite(monotone)]) <= 1e-12 * monotone[0])
+
+
+def test_rules_share_one_protocol():
+  problem = problem_for("deblur")
+  x = jnp.ones(problem.op.in_shape)
+  grad = problem.grad(x)
+  t0 = 1.0 / float(problem.lipschitz)
+  for rule in (Constant(), BarzilaiBorwein("bb1"), BarzilaiBorwein("bb2"),
+               BarzilaiBorwein("abb_min"), Scaled(), policies.as_rule(lambda p, x, g: 2.0)):
+    state = rule.init(problem, x, grad)
+    d, state = rule.update(problem, state, x, grad)
+    assert np.all(np.isfinite(np.asarray(d)))
+  # BB steps from two points of a quadratic lie between 1/L_max and 1/L_min of the curvature.
+  bb = BarzilaiBorwein("bb1")
+  state = bb.init(problem, x, grad)
+  first, state = bb.update(problem, state, x, grad)
+  np.testing.assert_allclose(first, t0)
+  x2 = x - 0.5 * t0 * grad
+  step, _ = bb.update(problem, state, x2, problem.grad(x2))
+  assert float(step) >= t0 * 0.99
+
+
+def test_scaled_rule_clips_to_the_shrinking_band():
+  problem = problem_for("inpainting")
+  x = jnp.ones(problem.op.in_shape)
+  wild = policies.as_rule(lambda p, x, g: 10.0 ** jax.random.uniform(
+      jax.random.PRNGKey(0), x.shape, minval=-8, maxval=8))
+  rule = Scaled(Constant(), wild, c=3.0)
+  state = rule.init(problem, x, x)
+  for k in range(3):
+    d, state = rule.update(problem, state, x, x)
+    delta = np.sqrt(1 + 3.0 / (k + 1) ** 2)
+    ratio = np.asarray(d) * float(problem.lipschitz)
+    assert ratio.min() >= 1 / delta * (1 - 1e-12) and ratio.max() <= delta * (1 + 1e-12)
+
+
+def test_sgp_with_a_scaled_rule_reaches_the_reference():
+  problem = problem_for("fourier")
+  _, f_star = reference("fourier")
+  rule = Scaled(BarzilaiBorwein(), ConstantPolicy(1.0))
+  result = solve(SGP(rule), problem, max_iter=3000, tol=1e-15)
+  gap = (float(result.history.objective[result.num_iter]) - f_star) / f_star
+  assert gap < 1e-6
+
+
+def test_vmapped_new_methods_stop_per_instance():
+  from test_solvers import _four_problems
+  problems = _four_problems()
+  for method in (FISTA(max_backtracks=0, monotone=True), SpaRSA()):
+    batched = solve(method, problems, max_iter=300, tol=1e-7)
+    for i in range(4):
+      single = solve(method, jax.tree_util.tree_map(lambda a: a[i], problems), max_iter=300,
+                     tol=1e-7)
+      assert int(single.num_iter) == int(batched.num_iter[i])
+      np.testing.assert_allclose(batched.history.objective[i], single.history.objective,
+                                 rtol=1e-9, equal_nan=True)
