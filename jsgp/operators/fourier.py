@@ -164,7 +164,7 @@ def radial_pattern(key: jax.Array, shape: Tuple[int, int], rate: float, dtype=jn
   kx = jnp.round(t[None, :] * jnp.cos(theta)[:, None]).astype(jnp.int32)
   inside = (jnp.abs(ky) <= h // 2) & (jnp.abs(kx) <= w // 2)
   flat = jnp.where(inside, (ky % h) * w + (kx % w), h * w)  # h * w: a dropped overflow slot
-  spoke = jnp.broadcast_to(jnp.arange(n_spokes)[:, None], flat.shape)
+  spoke = jnp.broadcast_to(jnp.arange(n_spokes, dtype=jnp.int32)[:, None], flat.shape)
   first = jnp.full((h * w + 1,), n_spokes, jnp.int32).at[flat.ravel()].min(spoke.ravel())[:-1]
   # count(n) = #{first < n} grows with n; take the n whose count is closest to rate * N.
   target = rate * h * w
