@@ -4,8 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jsgp.operators import (WaveletSynthesis, gaussian_blur, operator_norm_squared,
-                            random_pixel_mask, variable_density_pattern, vdot_real)
+from jsgp.operators import (PATTERNS, WaveletSynthesis, fourier_pattern, gaussian_blur,
+                            operator_norm_squared, random_pixel_mask, variable_density_pattern,
+                            vdot_real)
 from jsgp.problems import Task, measurement_operator, simulate_batch
 
 SHAPE = (64, 64)
@@ -23,6 +24,8 @@ def _operators():
   image_ops = {
       "mask": random_pixel_mask(key, SHAPE, 0.5, jnp.float64),
       "fourier": variable_density_pattern(key, SHAPE, 0.3, jnp.float64),
+      **{f"fourier-{kind}": fourier_pattern(kind, key, SHAPE, 0.3, jnp.float64)
+         for kind in PATTERNS if kind != "variable_density"},
       "blur": gaussian_blur(SHAPE, 2.0, jnp.float64),
   }
   ops = {"wavelet": synthesis}
@@ -115,3 +118,61 @@ def test_measurement_operator_covers_tasks():
   for task in ("inpainting", "fourier", "deblur"):
     op = measurement_operator(Task(task, SHAPE), key)
     assert tuple(op.in_shape) == SHAPE
+
+
+# ------------------------------------------------------------------------------------------------
+# k-space sampling patterns (fourier_pattern). Tolerances on the sample count: Bernoulli draws
+# (variable_density, uniform) have std sqrt(N p (1 - p)) <= 0.5 sqrt(N), i.e. <= 0.8 % of N at
+# 64 x 64; 0.03 is > 3.5 std. lines is exact to one row (1/64), radial to about one spoke.
+
+PATTERN_PARAMS = [("variable_density", {}), ("uniform", {}), ("uniform", dict(center_fraction=0.0)),
+                  ("lines", {}), ("lines", dict(decay=2.0, center_fraction=0.1)), ("radial", {})]
+COUNT_TOLERANCE = {"variable_density": 0.03, "uniform": 0.03, "lines": 1 / 64 + 1e-9,
+                   "radial": 0.02}
+
+
+@pytest.mark.parametrize("kind,params", PATTERN_PARAMS)
+def test_pattern_count_dc_binary_and_key_dependence(kind, params):
+  # One compilation per kind: the rate is traced.
+  draw = jax.jit(lambda k, r: fourier_pattern(kind, k, SHAPE, r, jnp.float64, **params).pattern)
+  for rate in (0.1, 0.3, 0.5, 0.7, 1.0):
+    for seed in range(3):
+      pattern = np.asarray(draw(jax.random.PRNGKey(seed), rate))
+      assert pattern.shape == SHAPE and pattern.dtype == np.float64
+      assert set(np.unique(pattern)) <= {0.0, 1.0}
+      assert pattern[0, 0] == 1.0  # DC (unshifted)
+      assert abs(pattern.mean() - rate) <= COUNT_TOLERANCE[kind], (rate, pattern.mean())
+  first, second = (draw(jax.random.PRNGKey(s), 0.5) for s in (0, 1))
+  assert not np.array_equal(first, second)
+
+
+def test_pattern_structure():
+  key = jax.random.PRNGKey(0)
+  lines = np.asarray(fourier_pattern("lines", key, SHAPE, 0.3).pattern)
+  assert np.all(lines == lines[:, :1])  # whole rows
+  assert lines[:, 0].sum() == round(0.3 * SHAPE[0])  # exact number of rows
+  assert lines[[0, 1, -1], 0].all()  # |k_y| <= 0.04 * 64 / 2: the three centre rows
+  uniform = np.asarray(fourier_pattern("uniform", key, SHAPE, 0.1, center_fraction=0.04).pattern)
+  fy = np.fft.fftfreq(SHAPE[0]) * SHAPE[0]
+  radius = np.hypot(fy[:, None], fy[None, :])
+  assert uniform[radius <= np.sqrt(0.04 * 64 * 64 / np.pi)].all()  # fully sampled centre
+  radial = np.asarray(fourier_pattern("radial", key, SHAPE, 0.3).pattern)
+  # Spokes through DC: point-symmetric, k and -k together (even grid: skip the Nyquist row/col).
+  inner = radial[1:, 1:]
+  np.testing.assert_array_equal(inner, inner[::-1, ::-1])
+
+
+def test_patterns_vmap_over_keys_and_traced_rates():
+  keys = jax.random.split(jax.random.PRNGKey(0), 3)
+  rates = jnp.array([0.3, 0.5, 0.7])
+  for kind in PATTERNS:
+    batched = jax.jit(jax.vmap(lambda k, r: fourier_pattern(kind, k, SHAPE, r).pattern))(
+        keys, rates)
+    for i in range(3):
+      np.testing.assert_array_equal(batched[i],
+                                    fourier_pattern(kind, keys[i], SHAPE, float(rates[i])).pattern)
+
+
+def test_unknown_pattern_is_rejected():
+  with pytest.raises(ValueError, match="unknown Fourier sampling pattern 'spiral'.*radial"):
+    fourier_pattern("spiral", jax.random.PRNGKey(0), SHAPE, 0.5)
