@@ -15,9 +15,9 @@ import numpy as np
 from flax import struct
 
 from jsgp import validation
-from jsgp.operators import (Composed, Identity, LinearOperator, WaveletSynthesis,
-                            gaussian_blur, operator_norm_squared, random_pixel_mask, sum_squares,
-                            variable_density_pattern)
+from jsgp.operators import (PATTERNS, Composed, Identity, LinearOperator, WaveletSynthesis,
+                            fourier_pattern, gaussian_blur, operator_norm_squared,
+                            random_pixel_mask, sum_squares)
 from jsgp.prox import soft_threshold
 
 # Safety factor on the power-iteration estimate of ||A||^2 (which approaches it from below).
@@ -149,6 +149,9 @@ class Task:
     lam: regularisation weight (defaults to the paper's value for the task).
     blur_sigma: Gaussian kernel std in pixels (deblur).
     n_views: projection angles in [0, pi) (ct).
+    pattern: k-space sampling of ``fourier`` (``jsgp.operators.PATTERNS``): ``variable_density``
+      (fully sampled centre, density decaying outwards; easy) or ``uniform`` (uniform random
+      around a small centre: as hard as the paper's), ``lines``, ``radial``.
     wavelet, level: the sparsifying transform.
   """
 
@@ -159,6 +162,7 @@ class Task:
   lam: Optional[float] = None
   blur_sigma: float = 2.0
   n_views: int = 144
+  pattern: str = "variable_density"
   wavelet: str = "sym4"
   level: int = 3
 
@@ -171,6 +175,9 @@ class Task:
     validation.check_positive("blur_sigma", self.blur_sigma)
     validation.check_integer("n_views", self.n_views, 1)
     validation.check_integer("level", self.level, 1)
+    if self.pattern not in PATTERNS:
+      raise ValueError(f"unknown Fourier sampling pattern {self.pattern!r}; expected one of "
+                       f"{PATTERNS}.")
     if len(self.image_shape) != 2 or min(self.image_shape) < 16:
       raise ValueError(f"image_shape must be (H, W) with H, W >= 16, got {self.image_shape}.")
 
@@ -212,7 +219,7 @@ def measurement_operator(task: Task, key: jax.Array, dtype=jnp.float32,
   if task.name == "inpainting":
     return random_pixel_mask(key, task.image_shape, numbers.rate, dtype)
   if task.name == "fourier":
-    return variable_density_pattern(key, task.image_shape, numbers.rate, dtype)
+    return fourier_pattern(task.pattern, key, task.image_shape, numbers.rate, dtype)
   if task.name == "deblur":
     return gaussian_blur(task.image_shape, numbers.blur_sigma, dtype)
   from jsgp.operators.radon import parallel_beam  # pylint: disable=import-outside-toplevel
