@@ -68,7 +68,7 @@ def test_bench_main_tiny(tmp_path):
 def test_bench_accuracy_tiny(tmp_path):
   """--mode=accuracy on 32 px Fourier problems: structure and invariants, no timing claims."""
   out_dir = str(tmp_path / "tta")
-  argv = ["--mode=accuracy", "--size=32", "--tasks=fourier", "--images=2", "--tta_iters=200",
+  argv = ["--mode=accuracy", "--size=32", "--tasks=fourier", "--images=1", "--tta_iters=200",
           "--repeats=5", "--gaps=1e-2,1e-4", "--accuracy_methods=pgm,fista_b", "--peers",
           "--scico_python=/nonexistent/python", f"--out_dir={out_dir}"]
   proc = subprocess.run([sys.executable, "-m", "experiments.bench", *argv], cwd=ROOT,
@@ -99,8 +99,8 @@ def test_bench_accuracy_tiny(tmp_path):
     for row in coarse["per_image"] + fine["per_image"]:
       assert row["best"] is None or row["methods"][row["best"]]["iters"] is not None
   assert reached > 0
-  assert report["targets"] and all(math.isfinite(r["value"]) or r["value"] == math.inf
-                                    for r in report["targets"])
+  # a target no contender reached within the cap has no ratio (NaN), never an error
+  assert report["targets"] and all(not r["met"] or r["value"] >= 1.3 for r in report["targets"])
   with open(os.path.join(out_dir, "bench.md")) as f:
     text = f.read()
   assert "PASS" in text or "MISS" in text

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from typing import Any, Dict, List, Optional
@@ -236,7 +235,8 @@ def scico_spec(name: str, result: Dict[str, Any], solvers, cfg: BenchConfig) -> 
                      {"method": min(reached)[1], "iters": row["methods"][min(reached)[1]]["iters"]})
   return {"task": name, "size": cfg.size, "seed": cfg.seed, "data_dir": cfg.data_dir,
           "images": result["images"], "gaps": list(cfg.gaps), "tta_db": cfg.tta_db,
-          "cap": cfg.scico_max_iters, "repeats": cfg.repeats, "rules": list(cfg.scico_rules),
+          "cap": cfg.scico_max_iters, "repeats": cfg.repeats,
+          "trace_budget_s": cfg.scico_budget_s, "rules": list(cfg.scico_rules),
           "F_star": [r["F"] for r in result["references"]],
           "nmse_star": [r["nmse_db"] for r in result["references"]], "jsgp_best": best}
 
@@ -251,8 +251,7 @@ def run_scico(spec: Dict[str, Any], cfg: BenchConfig) -> Dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     start = time.perf_counter()
     proc = subprocess.run([cfg.scico_python, peers.SCICO_SCRIPT, spec_path, out_path], cwd=root,
-                          env=env, text=True, capture_output=True, check=False)
-    sys.stdout.write(proc.stdout)
+                          env=env, text=True, stderr=subprocess.PIPE, check=False)
     if proc.returncode or not os.path.exists(out_path):
       return {"error": f"exit {proc.returncode}: {proc.stderr[-2000:]}"}
     with open(out_path) as f:
@@ -281,8 +280,10 @@ def peer_targets(tasks: Dict[str, Any], gaps) -> List[Dict[str, Any]]:
                 if families[c] == "jsgp" and e["iters"] is not None]
         peer = [e["seconds"] for c, e in row["methods"].items()
                 if families[c] == "peer" and e["iters"] is not None]
-        if not jsgp:
-          ratios.append(0.0)
+        if not jsgp:  # jsgp misses: 0 if a peer reaches it, else the image does not count
+          if peer or (scico and scico[i] and any(e.get("iters") is not None
+                                                 for e in scico[i]["rules"].values())):
+            ratios.append(0.0)
           continue
         ratio = min(peer) / min(jsgp) if peer else float("inf")
         if scico and scico[i]:
@@ -292,7 +293,7 @@ def peer_targets(tasks: Dict[str, Any], gaps) -> List[Dict[str, Any]]:
       have_peers = any(families[c] == "peer" for c in families) or scico
       if not have_peers:
         continue
-      value = median(ratios)
+      value = median(ratios) if ratios else float("nan")
       rows.append({"target": f"{name}: jsgp's fastest reaches {key} >= {TARGET_RATIO}x sooner "
                              "than the fastest peer", "value": value,
                    "met": bool(value >= TARGET_RATIO), "per_image": ratios})

@@ -69,6 +69,8 @@ class BenchConfig:
                              "(e.g. /work/research/venv-scico/bin/python); empty: SCICO missing.")
   scico_rules: Tuple[str, ...] = option(SCICO_RULES, f"SCICO step rules, from {SCICO_RULES}.")
   scico_max_iters: int = option(3000, "Iteration cap of SCICO's instrumented runs.")
+  scico_budget_s: float = option(300.0, "Wall-clock cap of each SCICO instrumented run (per "
+                                 "image and rule); targets not reached by then get '-'.")
   data_dir: str = option("", "BSDS500 root (e.g. /work/shared/data/bsds500); empty: the embedded "
                          "scikit-image test images.")
   ct_data_dir: str = option(DEFAULT_CT_DIR, "CT slices (jsgp.data.load_ct_slices); a "
