@@ -13,11 +13,13 @@ stepsize, DRS with a learned diagonal) it measures, each solve being ONE compile
 3. the network's share of a learned iteration: the policy call alone / the learned iteration;
 4. throughput (images x iterations / s) of the vmapped solve over a batch of problems, each with
    its own random operator (``simulate_batch``), at ``--batch_sizes``; ratio largest / batch 1;
-5. time-to-accuracy: iterations until the NMSE is within ``--tta_db`` dB of the converged value
-   (FISTA, ``--converged_iters`` iterations); seconds = iterations x the measured time per
-   iteration of (1) (which runs without the per-iteration NMSE bookkeeping);
-6. ``--peers``: jaxopt's accelerated ProximalGradient (FISTA, fixed step 1/L) on the same problem,
+5. ``--peers``: jaxopt's accelerated ProximalGradient (FISTA, fixed step 1/L) on the same problem,
    when jaxopt is importable (it is not a dependency of this project).
+
+``--mode=accuracy`` (``accuracy.py``) measures time-to-accuracy instead: iterations and wall time
+(timed solves of exactly the iterations needed) to relative gaps ``--gaps`` and to the NMSE of
+``x*`` + ``--tta_db`` dB, against float64 references, with ``--peers`` (textbook FISTA-bt, jaxopt,
+SCICO under ``--scico_python``); writes bench.json, bench.md and tta_<task>.png.
 
 Writes ``--out_dir``/bench.json and bench.md and prints the Markdown tables.
 
@@ -49,6 +51,8 @@ from experiments.report import write_json
 def run_bench(cfg: BenchConfig) -> Dict[str, Any]:
   """Benchmark every task of ``cfg``; print and write ``bench.json`` / ``bench.md``."""
   cfg.validate()
+  if cfg.mode == "accuracy":
+    return run_accuracy_mode(cfg)
   if cfg.dtype == "float64":
     jax.config.update("jax_enable_x64", True)
   started = time.perf_counter()
@@ -88,4 +92,36 @@ def run_bench(cfg: BenchConfig) -> Dict[str, Any]:
   print("\n" + markdown)
   print(f"wrote {os.path.join(cfg.out_dir, 'bench.json')} and bench.md "
         f"({report['wall_s']:.0f} s)")
+  return report
+
+
+def run_accuracy_mode(cfg: BenchConfig) -> Dict[str, Any]:
+  """``--mode=accuracy``: float64 references (x64 on for the process; the timed problems stay
+  float32), then ``accuracy.run_accuracy``; writes bench.json, bench.md, tta_<task>.png."""
+  from experiments.bench import accuracy  # pylint: disable=import-outside-toplevel
+  jax.config.update("jax_enable_x64", True)
+  if cfg.dtype != "float32":
+    raise ValueError("--mode=accuracy times float32 problems; use --dtype=float32")
+  started = time.perf_counter()
+  env = environment()
+  env["dtype"] = cfg.dtype
+  notes: List[str] = []
+  print(f"device {env['device']} ({env['backend']}, {env['cpu']}, {env['cpu_count']} cores), "
+        f"jax {env['jax']}, accuracy mode, load {loadavg()}", flush=True)
+  report = {"environment": env, "config": dataclasses.asdict(cfg), "notes": notes}
+  report.update(accuracy.run_accuracy(cfg, env, notes))
+  report["wall_s"] = time.perf_counter() - started
+  report["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
+  report["load_end"] = loadavg()
+  os.makedirs(cfg.out_dir, exist_ok=True)
+  report["figures"] = accuracy.figures(report, cfg.out_dir)
+  markdown = (f"Device: {env['device']} ({env['cpu']}, {env['cpu_count']} cores); jax "
+              f"{env['jax']}; load average at the end {report['load_end']}; wall "
+              f"{report['wall_s']:.0f} s.\n" + accuracy.markdown(report))
+  write_json(os.path.join(cfg.out_dir, "bench.json"), report)
+  with open(os.path.join(cfg.out_dir, "bench.md"), "w") as f:
+    f.write(markdown)
+  print("\n" + markdown)
+  print(f"wrote {os.path.join(cfg.out_dir, 'bench.json')}, bench.md and "
+        f"{', '.join(os.path.basename(p) for p in report['figures'])} ({report['wall_s']:.0f} s)")
   return report

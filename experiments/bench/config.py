@@ -14,15 +14,19 @@ DEFAULT_CT_DIR = os.path.join(REPO_ROOT, "..", "shared", "data", "ct")
 
 QUICK = {  # what --quick changes (flags given explicitly on the command line win)
     "iters": 20, "ct_iters": 3, "repeats": 3, "batch_sizes": (1, 8), "batch_iters": 3,
-    "ct_batch_sizes": (), "tta_iters": 300, "ct_tta": False,
+    "ct_batch_sizes": (),
 }
+ACCURACY_TASKS = ("inpainting", "fourier", "deblur")
+ACCURACY = {"tasks": ("inpainting", "fourier"), "size": 128}  # --mode=accuracy defaults
+DEFAULT_ACCURACY_METHODS = tuple(getattr(methods, "ACCURACY_METHODS", ("pgm", "fista_b", "sgp_bb")))
+SCICO_RULES = ("const", "bb", "abb", "ls")
 
 
 def _quick_help() -> str:
   shown = ", ".join(f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
                     for k, v in QUICK.items())
   return (f"Run in under ~10 minutes on a 2-core CPU: {shown} (so: 3 repeats, batch sizes 1 and "
-          "8, CT timed but without its time-to-accuracy and batch runs; sizes unchanged). "
+          "8, CT timed but without its batch runs; sizes unchanged; speed mode only). "
           "Explicit flags win.")
 
 
@@ -30,10 +34,19 @@ def _quick_help() -> str:
 class BenchConfig:
   """Every setting of one benchmark run."""
 
-  tasks: Tuple[str, ...] = option(ALL_TASKS, f"Tasks, from {ALL_TASKS}.")
+  mode: str = option("speed", "speed: cost per iteration, floor, parts, batches; accuracy: "
+                     "iterations and wall time to relative gaps and to the converged NMSE "
+                     "against float64 references (experiments.bench.accuracy).",
+                     choices=("speed", "accuracy"))
+  tasks: Tuple[str, ...] = option(ALL_TASKS, f"Tasks, from {ALL_TASKS} (accuracy mode: from "
+                                  f"{ACCURACY_TASKS}, default {ACCURACY['tasks']}).")
   methods: Tuple[str, ...] = option(methods.BENCH_METHODS,
                                     f"Methods, from {methods.BENCH_METHODS}.")
-  size: int = option(256, "Image side of inpainting / fourier / deblur.")
+  accuracy_methods: Tuple[str, ...] = option(
+      DEFAULT_ACCURACY_METHODS, "Accuracy mode: jsgp methods (registry names of kind "
+      f"classical), default methods.ACCURACY_METHODS when defined.")
+  size: int = option(256, "Image side of inpainting / fourier / deblur (accuracy mode default "
+                     f"{ACCURACY['size']}).")
   ct_size: int = option(512, "Image side of CT.")
   ct_views: int = option(144, "CT projection angles.")
   iters: int = option(50, "Iterations of each timed solve (non-CT).")
@@ -43,10 +56,21 @@ class BenchConfig:
                                         "empty to skip.", item=int)
   ct_batch_sizes: Tuple[int, ...] = option((1, 8), "Batch sizes for CT; empty to skip.", item=int)
   batch_iters: int = option(20, "Iterations of each timed batched solve.")
-  converged_iters: int = option(1200, "FISTA iterations defining the converged NMSE.")
-  tta_iters: int = option(1200, "Iterations each method gets to reach the NMSE target.")
-  tta_db: float = option(0.5, "Time-to-accuracy tolerance (dB) around the converged NMSE.")
-  ct_tta: bool = option(True, "Run time-to-accuracy for CT as well (slow on CPU).")
+  images: int = option(4, "Accuracy mode: images per task (problems), each its own draw.")
+  gaps: Tuple[float, ...] = option((1e-3, 1e-5), "Accuracy mode: relative gap targets "
+                                   "(F_k - F*) / F*.", item=float)
+  tta_iters: int = option(3000, "Accuracy mode: iterations each method gets to reach a target "
+                          "(the cap; a method missing a target within it gets '-').")
+  tta_db: float = option(0.5, "Accuracy mode: NMSE target, dB above the NMSE of x*.")
+  reference_tol: float = option(1e-10, "Accuracy mode: scaled fixed-point residual of the "
+                                "float64 reference x*.")
+  reference_max_iters: int = option(100_000, "Accuracy mode: iteration cap of the reference.")
+  scico_python: str = option("", "Accuracy mode with --peers: a Python interpreter with scico "
+                             "(e.g. /work/research/venv-scico/bin/python); empty: SCICO missing.")
+  scico_rules: Tuple[str, ...] = option(SCICO_RULES, f"SCICO step rules, from {SCICO_RULES}.")
+  scico_max_iters: int = option(3000, "Iteration cap of SCICO's instrumented runs.")
+  scico_budget_s: float = option(300.0, "Wall-clock cap of each SCICO instrumented run (per "
+                                 "image and rule); targets not reached by then get '-'.")
   data_dir: str = option("", "BSDS500 root (e.g. /work/shared/data/bsds500); empty: the embedded "
                          "scikit-image test images.")
   ct_data_dir: str = option(DEFAULT_CT_DIR, "CT slices (jsgp.data.load_ct_slices); a "
@@ -56,27 +80,50 @@ class BenchConfig:
                                "networks.")
   net: str = option("small", "UNetConfig preset of the policies.", choices=("small", "paper"))
   dtype: str = option("float32", "Image / problem dtype.", choices=("float32", "float64"))
-  peers: bool = option(False, "Also time jaxopt.ProximalGradient (accelerated) if installed.")
+  peers: bool = option(False, "Also time peers: jaxopt.ProximalGradient (accelerated) if "
+                       "installed; in accuracy mode also a textbook FISTA-bt and SCICO.")
   parts: bool = option(True, "Also time A, A^T, prox and the objective reductions alone.")
   seed: int = option(0, "PRNG seed (operators, network initialisation).")
   out_dir: str = option("out/bench", "Where bench.json and bench.md go.")
   quick: bool = option(False, _quick_help())
 
   def validate(self) -> None:
-    bad = [t for t in self.tasks if t not in ALL_TASKS]
+    # (accuracy mode: the speed default, ALL_TASKS, stands for ACCURACY["tasks"]; see with_mode)
+    allowed = (ACCURACY_TASKS if self.mode == "accuracy" and self.tasks != ALL_TASKS
+               else ALL_TASKS)
+    bad = [t for t in self.tasks if t not in allowed]
     if bad or not self.tasks:
-      raise ValueError(f"--tasks must be a non-empty subset of {ALL_TASKS}, got {self.tasks}.")
+      raise ValueError(f"--tasks must be a non-empty subset of {allowed}, got {self.tasks}.")
+    if self.mode == "accuracy":
+      self._validate_accuracy()
     methods.check_names("methods", self.methods, methods.BENCH_METHODS)
     if self.repeats < 3:
       raise ValueError(f"--repeats must be >= 3 (median of warm runs), got {self.repeats}.")
-    for name in ("iters", "ct_iters", "batch_iters", "converged_iters", "tta_iters", "size",
-                 "ct_size", "ct_views"):
+    for name in ("iters", "ct_iters", "batch_iters", "tta_iters", "size", "ct_size", "ct_views",
+                 "images", "reference_max_iters", "scico_max_iters"):
       if getattr(self, name) < 1:
         raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
     if any(b < 1 for b in self.batch_sizes + self.ct_batch_sizes):
       raise ValueError("batch sizes must be >= 1.")
     if not self.tta_db > 0:
       raise ValueError(f"--tta_db must be > 0, got {self.tta_db}.")
+
+  def _validate_accuracy(self) -> None:
+    methods.check_names("accuracy_methods", self.accuracy_methods, [
+        n for n, spec in methods.REGISTRY.items() if spec.kind == "classical"])
+    if self.repeats < 5:
+      raise ValueError(f"--repeats must be >= 5 in accuracy mode, got {self.repeats}.")
+    if not self.gaps or not all(0 < g < 1 for g in self.gaps):
+      raise ValueError(f"--gaps must be in (0, 1), got {self.gaps}.")
+    if not self.reference_tol > 0:
+      raise ValueError(f"--reference_tol must be > 0, got {self.reference_tol}.")
+    methods.check_names("scico_rules", self.scico_rules, SCICO_RULES)
+
+  def with_mode(self, explicit) -> "BenchConfig":
+    """``--mode=accuracy``: the ``ACCURACY`` defaults for every setting not named in ``explicit``."""
+    if self.mode != "accuracy":
+      return self
+    return dataclasses.replace(self, **{k: v for k, v in ACCURACY.items() if k not in explicit})
 
   def with_quick(self, explicit) -> "BenchConfig":
     """``--quick``: the ``QUICK`` values for every setting not named in ``explicit``."""

@@ -1,5 +1,6 @@
-"""What the benchmark measures for one task: single-instance solves against the floor and the
-parts alone, the network's share of a learned iteration, time-to-accuracy, and vmapped batches."""
+"""What the speed benchmark measures for one task: single-instance solves against the floor and
+the parts alone, the network's share of a learned iteration, and vmapped batches (time-to-accuracy
+is ``--mode=accuracy``: ``accuracy.py``)."""
 from __future__ import annotations
 
 import functools
@@ -15,14 +16,12 @@ from experiments import methods as registry
 from experiments.bench.config import BenchConfig
 from experiments.bench.timing import (batch_init_fn, batch_solve_fn, compile_fn, floor_fn,
                                       init_fn, interleaved, jaxopt_fn, loadavg, median,
-                                      paired_ratio, parts_fns, policy_fn, solve_fn,
-                                      solve_reference_fn, timed_call)
+                                      paired_ratio, parts_fns, policy_fn, solve_fn)
 from jsgp import training
 from jsgp.data import load_ct_slices, load_images
 from jsgp.nets import UNetConfig, init_network
 from jsgp.policies import NUM_INPUT_CHANNELS, LearnedPolicy
 from jsgp.problems import Task, simulate, simulate_batch
-from jsgp.solvers import FISTA
 
 # Operator applications per iteration, nominal (FISTA's backtracks are measured).
 NOMINAL_OPS = {"pgm": "1 A + 1 At", "fista_b": "(1+bt) A + 1 At", "sgp_bb": "1 A + 1 At",
@@ -208,14 +207,6 @@ def bench_task(name: str, cfg: BenchConfig, notes: List[str]) -> Dict[str, Any]:
   if peer is None and cfg.peers:
     out["peers_note"] = "jaxopt is not installed"
 
-  # 5: time-to-accuracy.
-  phase_start = time.perf_counter()
-  if not is_ct or cfg.ct_tta:
-    out["tta"] = time_to_accuracy(problem, x0, jnp.asarray(image), methods, out, cfg)
-  else:
-    out["tta"] = None
-  phase_s["tta"] = time.perf_counter() - phase_start
-
   # 4: batches.
   phase_start = time.perf_counter()
   batch_sizes = cfg.ct_batch_sizes if is_ct else cfg.batch_sizes
@@ -224,47 +215,6 @@ def bench_task(name: str, cfg: BenchConfig, notes: List[str]) -> Dict[str, Any]:
   out["phase_s"] = phase_s
   out["load_end"] = loadavg()
   return out
-
-
-# The converged reference: FISTA with the constant step 1/L (problem.lipschitz, an upper estimate
-# of ||A||^2), i.e. FISTA-b with its backtracking disabled. In float32 FISTA-b's backtracking test
-# (f(p) <= f(z) + <grad, p - z> + L/2 ||p - z||^2, with f ~ 1e5..1e8) starts failing by round-off
-# once the steps get small: each iteration then spends all 40 backtracks, L grows by 2^40 until
-# the stepsize underflows to 0 and the objective rises; that would corrupt the reference.
-REFERENCE_METHOD = FISTA(max_backtracks=0)
-REFERENCE_LABEL = "FISTA, constant step 1/L (no backtracking)"
-
-
-def time_to_accuracy(problem, x0, image, methods, out, cfg) -> Dict[str, Any]:
-  ref_fn = solve_reference_fn(cfg.converged_iters)
-  compiled, _ = compile_fn(ref_fn, REFERENCE_METHOD, problem, x0, image)
-  seconds, result = timed_call(compiled, (REFERENCE_METHOD, problem, x0, image))
-  converged = float(result.history.nmse[int(result.num_iter)])
-  objective = np.asarray(result.history.objective)[:int(result.num_iter) + 1]
-  tta = {"converged_nmse_db": converged, "converged_iters": cfg.converged_iters,
-         "converged_method": REFERENCE_LABEL, "converged_s": seconds, "tol_db": cfg.tta_db,
-         "max_iters": cfg.tta_iters,
-         "converged_objective_rise": float(objective[-1] / np.min(objective) - 1.0)}
-  print(f"  converged NMSE {converged:.2f} dB ({REFERENCE_LABEL}, {cfg.converged_iters} "
-        f"iterations, {seconds:.1f} s)", flush=True)
-  for m, method in methods.items():
-    compiled, _ = compile_fn(solve_reference_fn(cfg.tta_iters), method, problem, x0, image)
-    _, result = timed_call(compiled, (method, problem, x0, image))
-    n = int(result.num_iter)
-    nmse = np.asarray(result.history.nmse)[:n + 1]
-    objective = np.asarray(result.history.objective)[:n + 1]
-    hits = np.nonzero(np.abs(nmse - converged) <= cfg.tta_db)[0]
-    entry = out["methods"][m]
-    entry["final_nmse_db"] = float(nmse[-1])
-    # Health of the long run: backtracks per iteration, and how far F rose above its minimum.
-    entry["tta_run_mean_backtracks"] = float(np.mean(np.asarray(result.history.backtracks)[1:n + 1]))
-    entry["tta_run_objective_rise"] = float(objective[-1] / np.min(objective) - 1.0)
-    if hits.size:
-      k = int(hits[0])
-      entry.update(tta_iters=k, tta_s=k * entry["ms_per_iter"] / 1e3, tta_reached=True)
-    else:
-      entry.update(tta_iters=None, tta_s=None, tta_reached=False)
-  return tta
 
 
 def bench_batches(name, task, batch_sizes, methods, cfg, notes) -> Dict[str, Any]:

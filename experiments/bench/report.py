@@ -9,7 +9,6 @@ from typing import Any, Dict, List, Optional
 import jax
 
 from experiments import methods as registry
-from experiments.bench.measure import REFERENCE_LABEL
 
 # Targets of the brief.
 FLOOR_TARGET = 1.3
@@ -89,25 +88,20 @@ def to_markdown(report) -> str:
       f"load average at the end {report['load_end']}; wall {report['wall_s']:.0f} s.",
       "",
       "| task | method | compile s | ms/iter | x floor | A/iter (mean bt) | net share | "
-      "(iter-net)/floor | TTA iters | TTA s | final NMSE dB |",
-      "|---|---|---|---|---|---|---|---|---|---|---|",
+      "(iter-net)/floor |",
+      "|---|---|---|---|---|---|---|---|",
   ]
   for task, t in report["tasks"].items():
     lines.append(f"| {task} | floor (A+At+prox) | {t['floor_compile_s']:.2f} | "
-                 f"{t['floor_ms']:.3f} | 1.00 | 1 | - | - | - | - | "
-                 f"{_fmt((t.get('tta') or {}).get('converged_nmse_db'))} (converged) |")
+                 f"{t['floor_ms']:.3f} | 1.00 | 1 | - | - |")
     for m, e in t["methods"].items():
-      tta_it = e.get("tta_iters")
-      tta = (str(tta_it) if tta_it is not None else
-             ("> " + str(t["tta"]["max_iters"]) if t.get("tta") else "-"))
       x_floor = _fmt(e["x_floor"])
       if "x_floor_backtrack_adjusted" in e:
         x_floor += f" ({e['x_floor_backtrack_adjusted']:.2f} bt-adj.)"
       lines.append(
           f"| {task} | {e['label']} | {e['compile_s']:.2f} | {e['ms_per_iter']:.3f} | {x_floor} | "
           f"{_fmt(e.get('A_per_iter'))} ({e['mean_backtracks']:.2f}) | "
-          f"{_fmt(e.get('net_share'))} | {_fmt(e.get('x_floor_without_net'))} | {tta} | "
-          f"{_fmt(e.get('tta_s'), '.3f')} | {_fmt(e.get('final_nmse_db'))} |")
+          f"{_fmt(e.get('net_share'))} | {_fmt(e.get('x_floor_without_net'))} |")
   if any(t.get("parts_ms") for t in report["tasks"].values()):
     lines += ["", "Parts alone (ms per application): A, A^T, prox (one fused elementwise pass), "
               "objective (0.5||r||^2 + lam||x||_1).", "",
@@ -140,13 +134,6 @@ def to_markdown(report) -> str:
               "predicate broadcasts every operand of the cond, the network weights and wavelet "
               "filters included, to the batch; XLA:CPU runs the resulting grouped convolutions "
               "far slower than batched ones."]
-  unhealthy = [(task, e) for task, t in report["tasks"].items() for e in t["methods"].values()
-               if e.get("tta_run_mean_backtracks", 0) > 1 or e.get("tta_run_objective_rise", 0) > 1e-5]
-  if unhealthy:
-    lines += ["", "Long (time-to-accuracy) runs with many backtracks or a rising objective: "
-              + "; ".join(f"{task} {e['label']}: {e['tta_run_mean_backtracks']:.1f} backtracks/iter, "
-                          f"objective {100 * e['tta_run_objective_rise']:.3g} % above its minimum"
-                          for task, e in unhealthy) + "."]
   peers = [(task, t["methods"]["fista_b"]) for task, t in report["tasks"].items()
            if "jaxopt_ms_per_iter" in t["methods"].get("fista_b", {})]
   if peers:
@@ -169,11 +156,7 @@ def to_markdown(report) -> str:
             "x floor: median of the per-repeat ratios to the floor (N fused A + At + soft-threshold "
             "steps in a fori_loop), all timed interleaved in the same run. Batches: the same, "
             "vmapped.",
-            f"- TTA: first iteration with |NMSE - converged| <= {cfg['tta_db']} dB (converged = "
-            f"{REFERENCE_LABEL} after {cfg['converged_iters']} iterations; FISTA-b's own "
-            "backtracking breaks down in float32 on long runs, see bench.py); TTA s = TTA "
-            "iterations x the measured ms/iter (not a separate wall-clock run); each method gets "
-            f"{cfg['tta_iters']} iterations.",
+            "- Time-to-accuracy: `--mode=accuracy` (float64 references, timed solves).",
             "- net share: the policy call alone (network inputs + U-Net + exp) / one learned "
             "iteration."]
   lines += [f"- {note}" for note in report["notes"]]

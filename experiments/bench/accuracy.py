@@ -1,0 +1,433 @@
+"""Time-to-accuracy (``--mode=accuracy``): iterations and wall time until each method reaches a
+relative objective gap ``(F_k - F*) / F* <= gap`` (``--gaps``) and the NMSE of ``x*`` + ``--tta_db``
+dB, against a float64 reference ``x*`` per problem (``reference.py``).
+
+Protocol per task and image: (1) an instrumented run of ``--tta_iters`` iterations of every
+contender records the float64 objective (fresh residual) and the NMSE of each iterate, which gives
+the first iteration ``k`` reaching each target; (2) per target, every contender that reached it
+solves again with exactly ``k`` iterations (one compiled call, compile excluded), interleaved over
+``--repeats`` rounds (median); the returned ``x_k`` is checked by its float64 objective (the
+verified gap). Ratios are to the fastest contender of the same image and target, then medians
+over images. Contenders: the jsgp methods (``--accuracy_methods``), and with ``--peers`` a
+textbook FISTA with backtracking, jaxopt (fixed step, line search) and SCICO (a subprocess under
+``--scico_python``, which times jsgp's fastest method of the main run in its own process too).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from typing import Any, Dict, List, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments import methods as registry
+from experiments.bench import peers, reference
+from experiments.bench.config import BenchConfig
+from experiments.bench.timing import NO_STOP, compile_fn, interleaved, median, paired_ratio
+from jsgp.metrics import nmse_db
+from jsgp.problems import Task, simulate
+from jsgp.solvers import run
+
+TARGET_RATIO = 1.3  # jsgp's fastest vs the fastest peer, per task and gap target
+CURVE_POINTS = 60   # log-spaced iterations kept per curve in the JSON
+
+
+def gap_key(gap: float) -> str:
+  return f"gap {gap:.0e}"
+
+
+def nmse_key(db: float) -> str:
+  return f"NMSE* + {db:g} dB"
+
+
+def metrics(problem64, image64, x):
+  """``(F(x), NMSE(x) dB)`` in float64: scalars."""
+  return (reference.objective64(problem64, x),
+          nmse_db(problem64.image(x.astype(jnp.float64)), image64))
+
+
+# ------------------------------------------------------------------------------------------------
+# Contenders.
+
+def driver_contender(name: str, label: str, family: str, method) -> peers.Contender:
+  """A method of jsgp's driver shape (``init``/``step``): traced with ``run(unroll=True)``
+  recording ``metrics`` after each step; timed as ``run(max_iter=k, tol=-1)`` (the whole
+  ``Result``, as a user gets it)."""
+
+  def trace(problem, problem64, x0, image, steps):
+    record = lambda p, s: metrics(problem64, image, s.x)
+    result = run(method, problem, x0, steps, unroll=True, remat=False, record=record)
+    first = metrics(problem64, image, x0)
+    return tuple(jnp.concatenate([a[None], b]) for a, b in zip(first, result.trace))
+
+  def solve(k):
+    return lambda problem, x0: run(method, problem, x0, k, jnp.asarray(NO_STOP))
+
+  return peers.Contender(name, label, family, trace, solve)
+
+
+def contenders(cfg: BenchConfig, notes: List[str]) -> Dict[str, peers.Contender]:
+  out = {m: driver_contender(m, registry.label(m), "jsgp", registry.REGISTRY[m].solver())
+         for m in cfg.accuracy_methods}
+  if cfg.peers:
+    out["fista_bt"] = driver_contender("fista_bt", "FISTA-bt (textbook)", "peer", peers.FistaBT())
+    if peers.jaxopt_available():
+      out["jaxopt_fixed"] = peers.jaxopt_contender("jaxopt_fixed", "jaxopt PG acc., 1/L", False,
+                                                   metrics)
+      out["jaxopt_ls"] = peers.jaxopt_contender("jaxopt_ls", "jaxopt PG acc., line search",
+                                                True, metrics)
+  return out
+
+
+def output_x(out) -> jax.Array:
+  """The iterate returned by a timed solve (a jsgp ``Result`` or a jaxopt ``OptStep``)."""
+  if hasattr(out, "x"):
+    return out.x
+  return out.params if hasattr(out, "params") else out
+
+
+# ------------------------------------------------------------------------------------------------
+# One task.
+
+def first_reached(values: np.ndarray, threshold: float) -> Optional[int]:
+  hits = np.nonzero(values <= threshold)[0]
+  return int(hits[0]) if hits.size else None
+
+
+def target_values(cfg: BenchConfig) -> List[str]:
+  return [gap_key(g) for g in cfg.gaps] + [nmse_key(cfg.tta_db)]
+
+
+def problem_of(task: Task, image: np.ndarray, seed: int, index: int):
+  """The problem of image ``index``: its own operator draw and noise (``fold_in(seed, index)``)."""
+  return simulate(task, jnp.asarray(image), jax.random.fold_in(jax.random.PRNGKey(seed), index))
+
+
+def describe(task: Task, cfg: BenchConfig, index: int, problem) -> Dict[str, Any]:
+  """What identifies the reference of one problem (its cache key)."""
+  return {"task": repr(task), "size": cfg.size, "image": index, "seed": cfg.seed,
+          "lam": float(problem.lam), "data": cfg.data_dir or "embedded",
+          "tol": cfg.reference_tol, "max_iter": cfg.reference_max_iters}
+
+
+def accuracy_task(name: str, images: np.ndarray, cfg: BenchConfig,
+                  solvers: Dict[str, peers.Contender]) -> Dict[str, Any]:
+  task = Task(name, (cfg.size, cfg.size))
+  targets = target_values(cfg)
+  n_img, steps = len(images), cfg.tta_iters
+  out: Dict[str, Any] = {"task": repr(task), "images": n_img, "cap": steps, "references": [],
+                         "targets": {t: {"per_image": []} for t in targets},
+                         "families": {c: s.family for c, s in solvers.items()},
+                         "labels": {c: s.label for c, s in solvers.items()}}
+  traces = {c: [] for c in solvers}
+  spi = {c: [] for c in solvers}  # seconds per iteration of each timed run
+  compiled_trace, compiled_solve = {}, {}
+  print(f"\n== {name} {cfg.size}px: {n_img} images, cap {steps} iterations, "
+        f"{len(solvers)} contenders ==", flush=True)
+  for i, image in enumerate(images):
+    problem = problem_of(task, image, cfg.seed, i)
+    p64 = reference.to_float64(problem)
+    image64 = jnp.asarray(image, jnp.float64)
+    x0 = problem.zeros()
+    ref = reference.reference(problem, describe(task, cfg, i, problem),
+                              os.path.join(cfg.out_dir, "refs"), cfg.reference_tol,
+                              cfg.reference_max_iters)
+    nmse_star = float(metrics(p64, image64, jnp.asarray(ref.x))[1])
+    out["references"].append({"F": ref.F, "residual": ref.residual, "iterations": ref.iterations,
+                              "seconds": ref.seconds, "cached": ref.cached, "nmse_db": nmse_star})
+    print(f"  image {i}: F* {ref.F:.10e}, fixed-point residual {ref.residual:.1e} after "
+          f"{ref.iterations} iterations ({'cached' if ref.cached else f'{ref.seconds:.1f} s'}), "
+          f"NMSE* {nmse_star:.2f} dB", flush=True)
+    ks: Dict[str, Dict[str, Optional[int]]] = {}
+    for c, solver in solvers.items():
+      if c not in compiled_trace:
+        compiled_trace[c] = jax.jit(solver.trace, static_argnums=(4,)).lower(
+            problem, p64, x0, image64, steps).compile()
+      F, nmse = (np.asarray(a, np.float64) for a in compiled_trace[c](problem, p64, x0, image64))
+      gap = (F - ref.F) / ref.F
+      traces[c].append(gap)
+      ks[c] = {gap_key(g): first_reached(gap, g) for g in cfg.gaps}
+      ks[c][nmse_key(cfg.tta_db)] = first_reached(nmse, nmse_star + cfg.tta_db)
+    for t in targets:
+      jobs = {}
+      for c, solver in solvers.items():
+        k = ks[c][t]
+        if k is None:
+          continue
+        if (c, k) not in compiled_solve:
+          compiled_solve[(c, k)] = compile_fn(solver.solve(k), problem, x0)[0]
+        jobs[c] = (compiled_solve[(c, k)], (problem, x0))
+      times, outputs = interleaved(jobs, cfg.repeats) if jobs else ({}, {})
+      row = {"best": None, "methods": {}}
+      fastest = min(jobs, key=lambda c: median(times[c])) if jobs else None
+      row["best"] = fastest
+      for c in solvers:
+        k = ks[c][t]
+        if k is None:
+          row["methods"][c] = {"iters": None}
+          continue
+        F_k, nmse_k = metrics(p64, image64, output_x(outputs[c]))
+        seconds = median(times[c])
+        row["methods"][c] = {"iters": k, "seconds": seconds,
+                             "ratio": paired_ratio(times[c], times[fastest]),
+                             "gap": (float(F_k) - ref.F) / ref.F, "nmse_db": float(nmse_k)}
+        if k:
+          spi[c].append(seconds / k)
+      out["targets"][t]["per_image"].append(row)
+      print(f"    {t:>16s}: " + ", ".join(
+          f"{c} {e['iters']} it {e['seconds'] * 1e3:.1f} ms" if e["iters"] is not None else
+          f"{c} -" for c, e in row["methods"].items()), flush=True)
+  out["seconds_per_iter"] = {c: (median(v) if v else None) for c, v in spi.items()}
+  out["curves"] = {c: curve(np.stack(traces[c]), out["seconds_per_iter"][c]) for c in solvers}
+  for t in targets:
+    out["targets"][t]["summary"] = summarize_target(out["targets"][t]["per_image"], solvers)
+  return out
+
+
+def curve(gaps: np.ndarray, seconds_per_iter: Optional[float]) -> Dict[str, list]:
+  """Median over images of the gap ``(N, steps+1)`` at log-spaced iterations, and their seconds
+  (iterations x the measured seconds per iteration)."""
+  steps = gaps.shape[1] - 1
+  ks = np.unique(np.round(np.logspace(0, np.log10(max(steps, 1)), CURVE_POINTS)).astype(int))
+  values = np.median(gaps[:, ks], axis=0)
+  return {"iters": ks.tolist(), "gap": [float(v) for v in values],
+          "seconds": None if seconds_per_iter is None else [float(k * seconds_per_iter) for k in ks]}
+
+
+def summarize_target(per_image: List[dict], solvers) -> Dict[str, Any]:
+  """Per contender: medians over images of iterations, seconds, ratio to the best; the worst
+  verified gap; how many images reached the target."""
+  out = {}
+  for c in solvers:
+    hits = [row["methods"][c] for row in per_image if row["methods"][c]["iters"] is not None]
+    if len(hits) < len(per_image):  # missing on some image: no medians (a "-")
+      out[c] = {"reached": len(hits), "iters": None, "seconds": None, "ratio": None,
+                "worst_gap": max((h["gap"] for h in hits), default=None)}
+      continue
+    out[c] = {"reached": len(hits), "iters": median([h["iters"] for h in hits]),
+              "seconds": median([h["seconds"] for h in hits]),
+              "ratio": median([h["ratio"] for h in hits]),
+              "worst_gap": max(h["gap"] for h in hits),
+              "nmse_db": median([h["nmse_db"] for h in hits])}
+  return out
+
+
+# ------------------------------------------------------------------------------------------------
+# SCICO, in a subprocess.
+
+def scico_spec(name: str, result: Dict[str, Any], solvers, cfg: BenchConfig) -> Dict[str, Any]:
+  """What the SCICO subprocess needs for task ``name``: the problems (rebuilt there from the same
+  settings), F* and NMSE*, and per image and gap target jsgp's fastest method of this run and
+  its iteration count."""
+  jsgp_names = [c for c, s in solvers.items() if s.family == "jsgp"]
+  best = {}
+  for t, entry in result["targets"].items():
+    best[t] = []
+    for row in entry["per_image"]:
+      reached = [(row["methods"][c]["seconds"], c) for c in jsgp_names
+                 if row["methods"][c]["iters"] is not None]
+      best[t].append(None if not reached else
+                     {"method": min(reached)[1], "iters": row["methods"][min(reached)[1]]["iters"]})
+  return {"task": name, "size": cfg.size, "seed": cfg.seed, "data_dir": cfg.data_dir,
+          "images": result["images"], "gaps": list(cfg.gaps), "tta_db": cfg.tta_db,
+          "cap": cfg.scico_max_iters, "repeats": cfg.repeats,
+          "trace_budget_s": cfg.scico_budget_s, "rules": list(cfg.scico_rules),
+          "F_star": [r["F"] for r in result["references"]],
+          "nmse_star": [r["nmse_db"] for r in result["references"]], "jsgp_best": best}
+
+
+def run_scico(spec: Dict[str, Any], cfg: BenchConfig) -> Dict[str, Any]:
+  """Run ``scico_peer.py`` under ``--scico_python`` on ``spec``; its JSON result (or an error)."""
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  with tempfile.TemporaryDirectory() as tmp:
+    spec_path, out_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "out.json")
+    with open(spec_path, "w") as f:
+      json.dump(spec, f)
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    start = time.perf_counter()
+    proc = subprocess.run([cfg.scico_python, peers.SCICO_SCRIPT, spec_path, out_path], cwd=root,
+                          env=env, text=True, stderr=subprocess.PIPE, check=False)
+    if proc.returncode or not os.path.exists(out_path):
+      return {"error": f"exit {proc.returncode}: {proc.stderr[-2000:]}"}
+    with open(out_path) as f:
+      result = json.load(f)
+  result["wall_s"] = time.perf_counter() - start
+  return result
+
+
+# ------------------------------------------------------------------------------------------------
+# The brief's target: jsgp's fastest vs the fastest peer.
+
+def peer_targets(tasks: Dict[str, Any], gaps) -> List[Dict[str, Any]]:
+  """Per task and gap: the median over images of (fastest peer's seconds / jsgp's fastest
+  seconds), peers in this process paired with jsgp here, SCICO against jsgp's fastest timed in
+  SCICO's process; PASS if >= ``TARGET_RATIO``."""
+  rows = []
+  for name, t in tasks.items():
+    families = t["families"]
+    for g in gaps:
+      key = gap_key(g)
+      per_image = t["targets"][key]["per_image"]
+      scico = (t.get("scico") or {}).get("targets", {}).get(key, {}).get("per_image")
+      ratios = []
+      for i, row in enumerate(per_image):
+        jsgp = [e["seconds"] for c, e in row["methods"].items()
+                if families[c] == "jsgp" and e["iters"] is not None]
+        peer = [e["seconds"] for c, e in row["methods"].items()
+                if families[c] == "peer" and e["iters"] is not None]
+        if not jsgp:  # jsgp misses: 0 if a peer reaches it, else the image does not count
+          if peer or (scico and scico[i] and any(e.get("iters") is not None
+                                                 for e in scico[i]["rules"].values())):
+            ratios.append(0.0)
+          continue
+        ratio = min(peer) / min(jsgp) if peer else float("inf")
+        if scico and scico[i]:
+          ratio = min([ratio] + [e["over_jsgp"] for e in scico[i]["rules"].values()
+                                 if e.get("over_jsgp") is not None])
+        ratios.append(ratio)
+      have_peers = any(families[c] == "peer" for c in families) or scico
+      if not have_peers:
+        continue
+      value = median(ratios) if ratios else float("nan")
+      rows.append({"target": f"{name}: jsgp's fastest reaches {key} >= {TARGET_RATIO}x sooner "
+                             "than the fastest peer", "value": value,
+                   "met": bool(value >= TARGET_RATIO), "per_image": ratios})
+  return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# The run, its tables and figures.
+
+def run_accuracy(cfg: BenchConfig, env: Dict[str, Any], notes: List[str]) -> Dict[str, Any]:
+  """Every task of ``cfg`` in accuracy mode; returns the report's ``tasks`` and ``targets``."""
+  from experiments.bench.config import ACCURACY, ALL_TASKS  # pylint: disable=import-outside-toplevel
+  from experiments.bench.measure import images_for  # pylint: disable=import-outside-toplevel
+  names = ACCURACY["tasks"] if cfg.tasks == ALL_TASKS else cfg.tasks
+  solvers = contenders(cfg, notes)
+  missing = {}
+  if cfg.peers:
+    if not peers.jaxopt_available():
+      missing["jaxopt"] = f"not importable here; install: {peers.INSTALL['jaxopt']}"
+    why = peers.scico_missing(cfg.scico_python)
+    if why:
+      missing["scico"] = f"{why}; needs {peers.INSTALL['scico']}"
+    else:
+      env["scico"] = peers.scico_versions(cfg.scico_python)
+    for peer, why in missing.items():
+      notes.append(f"peer {peer} missing: {why}")
+      print(notes[-1], flush=True)
+  tasks = {}
+  for name in names:
+    images = images_for(name, cfg, cfg.images, notes)
+    tasks[name] = accuracy_task(name, images, cfg, solvers)
+    if cfg.peers and "scico" not in missing:
+      print(f"  SCICO ({cfg.scico_python}) on {name} ...", flush=True)
+      tasks[name]["scico"] = run_scico(scico_spec(name, tasks[name], solvers, cfg), cfg)
+      if "error" in tasks[name]["scico"]:
+        notes.append(f"SCICO failed on {name}: {tasks[name]['scico']['error'][-500:]}")
+        print(notes[-1], flush=True)
+  return {"tasks": tasks, "missing_peers": missing, "targets": peer_targets(tasks, cfg.gaps)}
+
+
+def _cell(value, spec):
+  return "-" if value is None else format(value, spec)
+
+
+def markdown(report) -> str:
+  """Per task, a table method x target: median iterations, seconds, ratio to the fastest, worst
+  verified gap (or NMSE), images reaching it; SCICO's table; the targets."""
+  cfg = report["config"]
+  lines = []
+  for name, t in report["tasks"].items():
+    refs = t["references"]
+    lines += ["", f"### {name} {cfg['size']} px, {t['images']} images (cap {t['cap']} iterations)",
+              "", f"References (float64 FISTA + gradient restart): residual <= "
+              f"{max(r['residual'] for r in refs):.1e}, {min(r['iterations'] for r in refs)}-"
+              f"{max(r['iterations'] for r in refs)} iterations; NMSE* "
+              + ", ".join(f"{r['nmse_db']:.2f}" for r in refs) + " dB.", ""]
+    targets = list(t["targets"])
+    lines.append("| method | " + " | ".join(
+        f"{tg}: its | s | x best | verified" for tg in targets) + " |")
+    lines.append("|---|" + "---|---|---|---|" * len(targets))
+    for c, label in t["labels"].items():
+      cells = []
+      for tg in targets:
+        e = t["targets"][tg]["summary"][c]
+        verified = e.get("nmse_db") if tg.startswith("NMSE") else e.get("worst_gap")
+        spec = ".2f" if tg.startswith("NMSE") else ".1e"
+        reached = "" if e["reached"] == t["images"] else f" ({e['reached']}/{t['images']})"
+        cells.append(f"{_cell(e['iters'], '.0f')}{reached} | {_cell(e['seconds'], '.4f')} | "
+                     f"{_cell(e['ratio'], '.2f')} | {_cell(verified, spec)}")
+      lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    scico = t.get("scico")
+    if scico and "error" not in scico:
+      lines += ["", f"SCICO {scico['versions']['scico']} (jax {scico['versions']['jax']}, its own "
+                "process): median iterations, seconds, SCICO / jsgp's fastest timed in that "
+                "process, worst verified gap.", "",
+                "| SCICO AcceleratedPGM | " + " | ".join(
+                    f"{tg}: its | s | / jsgp | verified" for tg in targets) + " |",
+                "|---|" + "---|---|---|---|" * len(targets)]
+      for rule in scico["rules"]:
+        cells = []
+        for tg in targets:
+          hits = [row["rules"][rule] for row in scico["targets"][tg]["per_image"]
+                  if row["rules"][rule]["iters"] is not None]
+          if len(hits) < t["images"]:
+            cells.append(f"- ({len(hits)}/{t['images']}) | - | - | -")
+            continue
+          over = [h["over_jsgp"] for h in hits if h["over_jsgp"] is not None]
+          verified = (median([h["nmse_db"] for h in hits]) if tg.startswith("NMSE")
+                      else max(h["gap"] for h in hits))
+          cells.append(f"{median([h['iters'] for h in hits]):.0f} | "
+                       f"{median([h['seconds'] for h in hits]):.4f} | "
+                       f"{_cell(median(over) if over else None, '.2f')} | "
+                       f"{format(verified, '.2f' if tg.startswith('NMSE') else '.1e')}")
+        lines.append(f"| {rule} | " + " | ".join(cells) + " |")
+    elif scico:
+      lines += ["", f"SCICO failed: {scico['error'][-300:]}"]
+  if report.get("targets"):
+    lines += ["", "Targets (median over images of the fastest peer's seconds / jsgp's fastest; "
+              "SCICO against jsgp timed in its process):", ""]
+    for row in report["targets"]:
+      lines.append(f"- {'PASS' if row['met'] else 'MISS'} {row['target']}: {row['value']:.2f} "
+                   f"(per image {', '.join(f'{v:.2f}' for v in row['per_image'])})")
+  lines += ["", "Notes:", "",
+            "- its: first iteration k with (F_k - F*)/F* <= gap (F in float64 from a fresh "
+            "residual) or NMSE_k <= NMSE(x*) + dB, from an instrumented run; s: median over "
+            f"{cfg['repeats']} interleaved rounds of a solve of exactly k iterations (one compiled "
+            "call, compile excluded; SCICO: solver.solve(), a Python loop); x best: median over "
+            "images of the ratio to the fastest contender of that image and target (paired per "
+            "round); verified: the worst over images of the gap of the returned x_k recomputed "
+            "in float64 (NMSE: median NMSE of x_k); '-': not reached within the cap on every "
+            "image (n/N: images reaching it)."]
+  lines += [f"- {note}" for note in report["notes"]]
+  return "\n".join(lines) + "\n"
+
+
+def figures(report, out_dir: str) -> List[str]:
+  """One PNG per task: median relative gap vs seconds, log-log, one curve per contender."""
+  from experiments.report import figure  # pylint: disable=import-outside-toplevel
+  paths = []
+  for name, t in report["tasks"].items():
+    path = os.path.join(out_dir, f"tta_{name}.png")
+    curves = [(t["labels"][c], cv) for c, cv in t["curves"].items()]
+    scico = t.get("scico") or {}
+    curves += [(f"SCICO APGM {r}", cv) for r, cv in scico.get("curves", {}).items()]
+    with figure(path, size=(7, 4.5), title=f"{name} {report['config']['size']} px") as (ax,):
+      for label, cv in curves:
+        if cv["seconds"] is None:
+          continue
+        gap = np.maximum(np.asarray(cv["gap"]), 1e-16)
+        ax.loglog(cv["seconds"], gap, label=label)
+      for g in report["config"]["gaps"]:
+        ax.axhline(g, color="gray", ls=":", lw=0.8)
+      ax.set_xlabel("seconds (iteration k x measured seconds per iteration of its timed run)")
+      ax.set_ylabel("median relative gap (F_k - F*) / F*")
+      ax.legend(fontsize=7)
+    paths.append(path)
+  return paths
