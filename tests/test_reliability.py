@@ -13,7 +13,7 @@ from jsgp import training
 from jsgp.data import load_images
 from jsgp.nets import UNetConfig
 from jsgp.operators import gaussian_blur, parallel_beam, random_pixel_mask, variable_density_pattern
-from jsgp.problems import Task, make_problem
+from jsgp.problems import Task, make_problem, simulate
 from jsgp.solvers import DRS, FISTA, PGM, solve
 from jsgp.training import dataset, files
 
@@ -83,10 +83,26 @@ def test_traced_rates_still_work_under_jit():
     (lambda: parallel_beam((16, 16), 0), "n_views must be an integer >= 1"),
     (lambda: Task("ct", (16, 16), n_views=2.5), "n_views must be an integer >= 1"),
     (lambda: Task("deblur", (16, 16), blur_sigma=float("nan")), "blur_sigma must be finite"),
+    (lambda: Task("fourier", (16, 16), pattern="spiral"), "unknown Fourier sampling pattern"),
 ])
 def test_operator_settings_are_validated(make, message):
   with pytest.raises(ValueError, match=message):
     make()
+
+
+def test_fourier_task_samples_with_the_chosen_pattern():
+  image = jnp.full((32, 32), 100.0)
+  counts = {}
+  for pattern in ("variable_density", "uniform"):
+    problem = simulate(Task("fourier", (32, 32), rate=0.3, pattern=pattern), image,
+                       jax.random.PRNGKey(0))
+    counts[pattern] = float(jnp.sum(problem.measurement.measured_entries()))
+    assert abs(counts[pattern] / 32 ** 2 - 0.3) < 0.05
+  default = simulate(Task("fourier", (32, 32), rate=0.3), image, jax.random.PRNGKey(0))
+  np.testing.assert_array_equal(default.measurement.measured_entries(),
+                                simulate(Task("fourier", (32, 32), rate=0.3,
+                                              pattern="variable_density"), image,
+                                         jax.random.PRNGKey(0)).measurement.measured_entries())
 
 
 @struct.dataclass

@@ -90,9 +90,20 @@ METHODS = {
 }
 
 
-@pytest.mark.parametrize("task", sorted(TEST_LAM))
-@pytest.mark.parametrize("method", sorted(METHODS))
-def test_reaches_reference_minimum_float64(task, method):
+def _method_task_pairs():
+  """Every (method, task) pair; by default each method runs on one task (tasks in turn), the
+  rest of the matrix is ``slow`` (CI time)."""
+  tasks = sorted(TEST_LAM)
+  pairs = []
+  for i, method in enumerate(sorted(METHODS)):
+    for j, task in enumerate(tasks):
+      marks = () if j == i % len(tasks) else (pytest.mark.slow,)
+      pairs.append(pytest.param(method, task, marks=marks, id=f"{method}-{task}"))
+  return pairs
+
+
+@pytest.mark.parametrize("method, task", _method_task_pairs())
+def test_reaches_reference_minimum_float64(method, task):
   solver, max_iter = METHODS[method]
   problem = problem_for(task)
   _, f_star = reference(task)
@@ -101,7 +112,8 @@ def test_reaches_reference_minimum_float64(task, method):
   assert -1e-9 < gap < 1e-6, f"{method} on {task}: relative gap {gap:.2e} after {result.num_iter}"
 
 
-@pytest.mark.parametrize("task", sorted(TEST_LAM))
+@pytest.mark.parametrize("task", [pytest.param(t, marks=() if t == "fourier" else pytest.mark.slow)
+                                  for t in sorted(TEST_LAM)])
 def test_monotone_methods_never_increase(task):
   problem = problem_for(task)
   for solver in (PGM(), SGP(), SGP(Constant()), SGP(BarzilaiBorwein("bb2")),

@@ -72,7 +72,10 @@ def driver_contender(name: str, label: str, family: str, method) -> peers.Conten
 
 
 def contenders(cfg: BenchConfig, notes: List[str]) -> Dict[str, peers.Contender]:
-  out = {m: driver_contender(m, registry.label(m), "jsgp", registry.REGISTRY[m].solver())
+  from experiments.bench.measure import make_method  # pylint: disable=import-outside-toplevel
+  del notes
+  canvas = task_of("inpainting", cfg).synthesis.in_shape
+  out = {m: driver_contender(m, registry.label(m), "jsgp", make_method(m, canvas, cfg))
          for m in cfg.accuracy_methods}
   if cfg.peers:
     out["fista_bt"] = driver_contender("fista_bt", "FISTA-bt (textbook)", "peer", peers.FistaBT())
@@ -115,9 +118,15 @@ def describe(task: Task, cfg: BenchConfig, index: int, problem) -> Dict[str, Any
           "tol": cfg.reference_tol, "max_iter": cfg.reference_max_iters}
 
 
+def task_of(name: str, cfg) -> Task:
+  """The accuracy mode's task: ``--size``, ``--rate``, ``--noise_sigma``, ``--pattern``."""
+  return Task(name, (cfg.size, cfg.size), rate=cfg.rate, noise_sigma=cfg.noise_sigma,
+              pattern=cfg.pattern)
+
+
 def accuracy_task(name: str, images: np.ndarray, cfg: BenchConfig,
                   solvers: Dict[str, peers.Contender]) -> Dict[str, Any]:
-  task = Task(name, (cfg.size, cfg.size))
+  task = task_of(name, cfg)
   targets = target_values(cfg)
   n_img, steps = len(images), cfg.tta_iters
   out: Dict[str, Any] = {"task": repr(task), "images": n_img, "cap": steps, "references": [],
@@ -233,7 +242,8 @@ def scico_spec(name: str, result: Dict[str, Any], solvers, cfg: BenchConfig) -> 
                  if row["methods"][c]["iters"] is not None]
       best[t].append(None if not reached else
                      {"method": min(reached)[1], "iters": row["methods"][min(reached)[1]]["iters"]})
-  return {"task": name, "size": cfg.size, "seed": cfg.seed, "data_dir": cfg.data_dir,
+  return {"task": name, "size": cfg.size, "rate": cfg.rate, "noise_sigma": cfg.noise_sigma,
+          "pattern": cfg.pattern, "seed": cfg.seed, "data_dir": cfg.data_dir,
           "images": result["images"], "gaps": list(cfg.gaps), "tta_db": cfg.tta_db,
           "cap": cfg.scico_max_iters, "repeats": cfg.repeats,
           "trace_budget_s": cfg.scico_budget_s, "rules": list(cfg.scico_rules),
@@ -345,7 +355,7 @@ def markdown(report) -> str:
   lines = []
   for name, t in report["tasks"].items():
     refs = t["references"]
-    lines += ["", f"### {name} {cfg['size']} px, {t['images']} images (cap {t['cap']} iterations)",
+    lines += ["", f"### {t['task']}, {t['images']} images (cap {t['cap']} iterations)",
               "", f"References (float64 FISTA + gradient restart): residual <= "
               f"{max(r['residual'] for r in refs):.1e}, {min(r['iterations'] for r in refs)}-"
               f"{max(r['iterations'] for r in refs)} iterations; NMSE* "

@@ -7,6 +7,7 @@ from typing import Optional, Tuple
 
 from experiments import methods
 from experiments.cli import option
+from jsgp.operators import PATTERNS
 
 ALL_TASKS = ("inpainting", "fourier", "deblur", "ct")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -44,7 +45,11 @@ class BenchConfig:
                                     f"Methods, from {methods.BENCH_METHODS}.")
   accuracy_methods: Tuple[str, ...] = option(
       DEFAULT_ACCURACY_METHODS, "Accuracy mode: jsgp methods (registry names of kind "
-      f"classical), default methods.ACCURACY_METHODS when defined.")
+      "classical, or learned with --checkpoint_dir).")
+  rate: float = option(0.5, "Accuracy mode: sampling rate (inpainting, fourier).")
+  noise_sigma: float = option(0.0, "Accuracy mode: measurement noise std (0-255 scale).")
+  pattern: str = option("variable_density", "Accuracy mode: k-space sampling (fourier).",
+                        choices=PATTERNS)
   size: int = option(256, "Image side of inpainting / fourier / deblur (accuracy mode default "
                      f"{ACCURACY['size']}).")
   ct_size: int = option(512, "Image side of CT.")
@@ -109,8 +114,9 @@ class BenchConfig:
       raise ValueError(f"--tta_db must be > 0, got {self.tta_db}.")
 
   def _validate_accuracy(self) -> None:
+    kinds = ("classical", "learned") if self.checkpoint_dir else ("classical",)
     methods.check_names("accuracy_methods", self.accuracy_methods, [
-        n for n, spec in methods.REGISTRY.items() if spec.kind == "classical"])
+        n for n, spec in methods.REGISTRY.items() if spec.kind in kinds])
     if self.repeats < 5:
       raise ValueError(f"--repeats must be >= 5 in accuracy mode, got {self.repeats}.")
     if not self.gaps or not all(0 < g < 1 for g in self.gaps):

@@ -95,7 +95,8 @@ def main(spec_path: str, out_path: str) -> None:
   with open(spec_path) as f:
     spec = json.load(f)
   import scico  # pylint: disable=import-outside-toplevel
-  task = Task(spec["task"], (spec["size"], spec["size"]))
+  task = Task(spec["task"], (spec["size"], spec["size"]), rate=spec["rate"],
+              noise_sigma=spec["noise_sigma"], pattern=spec["pattern"])
   images = np.resize(load_images(spec["data_dir"], "test", spec["size"]),
                      (spec["images"], spec["size"], spec["size"]))
   targets = [accuracy.gap_key(g) for g in spec["gaps"]] + [accuracy.nmse_key(spec["tta_db"])]

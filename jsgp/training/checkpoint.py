@@ -99,7 +99,11 @@ def _with_defaults(saved: Dict[str, Any], config) -> Dict[str, Any]:
   field was added matches a run that leaves that field at its default."""
   defaults = {f.name: f.default for f in dataclasses.fields(config)
               if f.default is not dataclasses.MISSING and f.name not in saved}
-  return {**json.loads(json.dumps(defaults)), **saved}
+  nested = {f.name: _with_defaults(saved[f.name], getattr(config, f.name))
+            for f in dataclasses.fields(config)
+            if isinstance(saved.get(f.name), dict)
+            and dataclasses.is_dataclass(getattr(config, f.name))}
+  return {**json.loads(json.dumps(defaults)), **saved, **nested}
 
 
 def check_compatible(directory: str, meta: Dict[str, Any], config) -> None:
