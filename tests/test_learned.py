@@ -12,7 +12,7 @@ from jsgp import policies, training
 from jsgp.training import greedy, loop
 from jsgp.data import load_images
 from jsgp.nets import UNetConfig, apply_network
-from jsgp.policies import ConstantPolicy, LearnedPolicy
+from jsgp.policies import LearnedPolicy
 from jsgp.problems import Task
 from jsgp.solvers import DRS, solve
 
@@ -86,21 +86,6 @@ def test_drs_under_adversarial_policy(name, mode):
     for k, classical in classical_gaps(task).items():
       assert gaps[k] <= 2 * classical + 1e-12, f"{name} @ {k}: {gaps[k]:.2e} vs {classical:.2e}"
   assert gaps[max(CHECKPOINTS)] < 1e-6
-
-
-def test_without_a_budget_a_useless_accepted_policy_is_slow():
-  """Why DRS has a policy budget: the paper's mode keeps a policy that passes its relaxation
-  test however slow it is (a random-sign diagonal), and the safeguard keeps one that is at least
-  as good as the 1/L step's guaranteed decrease (a constant 0.9/L step), i.e. PGM's speed."""
-  problem = problem_for("inpainting")
-  _, f_star = reference("inpainting")
-  gap = lambda method: (float(solve(method, problem, max_iter=300, tol=-1).history.objective[-1])
-                        - f_star) / f_star
-  budgeted = classical_gaps("inpainting")[300]
-  for policy, mode in ((ADVERSARIES["diag_random_sign"], "relaxation"),
-                       (ConstantPolicy(0.9), "safeguarded")):
-    assert gap(DRS(policy, mode=mode, max_policy_steps=None)) > 10 * budgeted, mode
-    assert gap(DRS(policy, mode=mode)) <= 2 * budgeted + 1e-12, mode
 
 
 def test_batched_drs_is_branchless_and_matches_single_runs():
@@ -238,11 +223,11 @@ def test_training_step_compiles_once_for_all_stages(tiny_images):
 
 def test_converged_solutions_are_cached(tmp_path, tiny_images):
   config = _tiny_config()
-  training.make_dataset(config, tiny_images, str(tmp_path))
-  files = os.listdir(tmp_path)
-  assert len(files) == 1 and files[0].startswith("xstar_")
+  first = training.make_dataset(config, tiny_images, str(tmp_path))
+  files = [f for f in os.listdir(tmp_path) if f.startswith("xstar_")]
+  assert len(files) == 1 and files[0].endswith(".npz")
   again = training.make_dataset(config, tiny_images, str(tmp_path))
-  np.testing.assert_array_equal(again.x_star, np.load(tmp_path / files[0]))
+  np.testing.assert_array_equal(again.x_star, first.x_star)
 
 
 @pytest.mark.parametrize("head", ["step", "diag"])

@@ -11,12 +11,12 @@ from flax import struct
 
 from jsgp import training
 from jsgp.data import load_images
-from jsgp.nets import UNetConfig
 from jsgp.operators import gaussian_blur, parallel_beam, random_pixel_mask, variable_density_pattern
 from jsgp.problems import Task, make_problem, simulate
 from jsgp.solvers import DRS, FISTA, PGM, solve
 from jsgp.training import dataset, files
 
+from test_learned import _tiny_config as learned_tiny_config
 from test_solvers import problem_for
 
 
@@ -119,10 +119,8 @@ def test_policy_returning_a_wrongly_shaped_diagonal_is_named():
 # --- files: the x* cache, locks, full disks, unfinished checkpoints -------------------------------
 
 def _tiny_config(**changes):
-  base = dict(task=Task("inpainting", (32, 32)), net=UNetConfig(features=4, depth=2, head="step"),
-              num_stages=2, steps_per_stage=3, batch_size=2, reference_iters=20)
-  base.update(changes)
-  return training.GreedyConfig(**base)
+  return learned_tiny_config(**{"num_stages": 2, "steps_per_stage": 3, "reference_iters": 20,
+                                **changes})
 
 
 @pytest.fixture(scope="module")

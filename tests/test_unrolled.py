@@ -36,19 +36,21 @@ def _batch(n=2, shape=(32, 32), dtype=np.float64, task=TASK):
   return images, simulate_batch(task, jnp.asarray(images), jax.random.PRNGKey(3))
 
 
-@pytest.mark.parametrize("diagonal", [False, True])
-def test_gradient_through_drs_steps_matches_finite_differences_float64(diagonal):
-  """d/dtheta of the trajectory loss through 6 DRS steps (relaxation, Armijo, fallback): the
-  jax.grad with the line search's piecewise-constant factors held fixed equals central
-  differences, so the unrolled loss is differentiated exactly."""
+@pytest.mark.parametrize("mode, diagonal", [("relaxation", False), ("relaxation", True),
+                                           ("safeguarded", False)])
+def test_gradient_through_drs_steps_matches_finite_differences_float64(mode, diagonal):
+  """d/dtheta of the trajectory loss through 6 DRS steps (relaxation: Armijo and fallback;
+  safeguarded: the acceptance test): the jax.grad with the piecewise-constant factors (line
+  search, acceptance) held fixed equals central differences, so the unrolled loss is
+  differentiated exactly. Safeguarded at d = 1/L, where every candidate is accepted."""
   problem = problem_for("inpainting")
   x_star, _ = reference("inpainting")
   shape = problem.op.in_shape
   theta0 = (jnp.full(shape, 0.7) + 0.3 * jax.random.normal(jax.random.PRNGKey(0), shape)
-            if diagonal else jnp.asarray(1.2))
+            if diagonal else jnp.asarray(1.2 if mode == "relaxation" else 0.0))
 
   def loss(theta):
-    method = DRS(ExpPolicy(theta), branchless=True)
+    method = DRS(ExpPolicy(theta), mode=mode, branchless=True)
     xs = run(method, problem, problem.zeros(), 6, unroll=True, record=lambda p, s: s.x).trace
     return jnp.mean(unrolled.nmse_to_solution_db(xs, x_star))
 
@@ -74,6 +76,7 @@ def _variables(head="step", seed=0):
                   "batch_stats": variables["batch_stats"]}
 
 
+@pytest.mark.slow  # ~1-3 min on 2 cores: two compilations of a 2-step unrolled training step
 def test_remat_changes_memory_not_values():
   images, problems = _batch(2, dtype=np.float32)
   x_star = training.converged_solutions(problems, 100)
@@ -182,6 +185,7 @@ def test_oracle_driven_drs_is_monotone_and_beats_pgm():
   assert (jnp.sum((result.x - x_star) ** 2) < 0.5 * jnp.sum((pgm.x - x_star) ** 2))
 
 
+@pytest.mark.slow  # an end-to-end study run: ~2-4 min on 2 cores
 def test_unrolled_experiment_writes_every_row(tmp_path):
   from experiments import cli, methods  # pylint: disable=import-outside-toplevel
   from experiments import unrolled as experiment  # pylint: disable=import-outside-toplevel
@@ -203,14 +207,12 @@ def test_unrolled_experiment_writes_every_row(tmp_path):
 
 
 def test_descent_penalty_sees_the_switch_off_that_the_distance_cannot():
-  """A policy whose direction is no descent direction switches DRS to PGM for good: the
+  """A policy whose direction is no descent direction (relaxation mode) hands off for good: the
   distance-to-x* loss has no gradient for that, the hinge has, and the state records it."""
   problem = problem_for("inpainting")
-  x_star, _ = reference("inpainting")
-  shape = problem.op.in_shape
 
   def parts(theta):
-    method = DRS(ExpPolicy(theta), branchless=True)
+    method = DRS(ExpPolicy(theta), mode="relaxation", branchless=True)
     states = run(method, problem, problem.zeros(), 4, unroll=True, record=lambda p, s: s).trace
     return states, jnp.mean(jax.nn.relu(states.decrease_ratio))
 
@@ -220,6 +222,23 @@ def test_descent_penalty_sees_the_switch_off_that_the_distance_cannot():
   assert bool(bad.use_policy[0]) and float(bad.decrease_ratio[0]) < 0
   assert not bool(jnp.any(bad.use_policy[1:])) and float(bad.decrease_ratio[1]) > 0
   assert float(hinge) > 0 and abs(float(jax.grad(lambda t: parts(t)[1])(jnp.asarray(9.0)))) > 0
+
+
+def test_safeguard_miss_has_a_gradient_for_the_unrolled_hinge():
+  """Safeguarded mode: a rejected candidate (d = e^3 / L) ends the policy phase, records how
+  far it missed the PGM bound (> 0), and that miss is differentiable in the policy."""
+  problem = problem_for("inpainting")
+
+  def miss(theta):
+    method = DRS(ExpPolicy(theta), branchless=True)
+    states = run(method, problem, problem.zeros(), 3, unroll=True, record=lambda p, s: s).trace
+    return states, jnp.mean(jax.nn.relu(states.decrease_ratio))
+
+  good, _ = miss(jnp.asarray(0.0))
+  assert bool(jnp.all(good.use_policy)) and float(jnp.max(good.decrease_ratio)) <= 0
+  bad, hinge = miss(jnp.asarray(3.0))
+  assert not bool(bad.use_policy[0]) and float(bad.decrease_ratio[0]) > 0
+  assert float(hinge) > 0 and abs(float(jax.grad(lambda t: miss(t)[1])(jnp.asarray(3.0)))) > 0
 
 
 def test_checkpoint_without_a_newer_defaulted_setting_still_matches(tmp_path):

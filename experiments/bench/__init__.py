@@ -37,7 +37,7 @@ import dataclasses
 import datetime
 import os
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import jax
 
@@ -56,11 +56,7 @@ def run_bench(cfg: BenchConfig) -> Dict[str, Any]:
   if cfg.dtype == "float64":
     jax.config.update("jax_enable_x64", True)
   started = time.perf_counter()
-  env = environment()
-  env["dtype"] = cfg.dtype
-  notes: List[str] = []
-  print(f"device {env['device']} ({env['backend']}, {env['cpu']}, {env['cpu_count']} cores), "
-        f"jax {env['jax']}, dtype {cfg.dtype}, load {loadavg()}", flush=True)
+  env, notes = _start(cfg, f"dtype {cfg.dtype}")
   if cfg.peers and jaxopt_fn(1) is None:
     notes.append("--peers: jaxopt is not installed; no peer comparison.")
     print(notes[-1])
@@ -85,14 +81,28 @@ def run_bench(cfg: BenchConfig) -> Dict[str, Any]:
   report["targets"] = targets(report)
   report["load_end"] = loadavg()
   os.makedirs(cfg.out_dir, exist_ok=True)
-  markdown = to_markdown(report)
-  write_json(os.path.join(cfg.out_dir, "bench.json"), report)
-  with open(os.path.join(cfg.out_dir, "bench.md"), "w") as f:
+  return _write(cfg.out_dir, report, to_markdown(report))
+
+
+def _write(out_dir: str, report: Dict[str, Any], markdown: str) -> Dict[str, Any]:
+  """bench.json and bench.md (plus the report's figures, already written) into ``out_dir``."""
+  write_json(os.path.join(out_dir, "bench.json"), report)
+  with open(os.path.join(out_dir, "bench.md"), "w") as f:
     f.write(markdown)
   print("\n" + markdown)
-  print(f"wrote {os.path.join(cfg.out_dir, 'bench.json')} and bench.md "
+  figures = "".join(f", {os.path.basename(p)}" for p in report.get("figures", ()))
+  print(f"wrote {os.path.join(out_dir, 'bench.json')}, bench.md{figures} "
         f"({report['wall_s']:.0f} s)")
   return report
+
+
+def _start(cfg: BenchConfig, what: str):
+  """The environment record (printed) and an empty list of notes."""
+  env = environment()
+  env["dtype"] = cfg.dtype
+  print(f"device {env['device']} ({env['backend']}, {env['cpu']}, {env['cpu_count']} cores), "
+        f"jax {env['jax']}, {what}, load {loadavg()}", flush=True)
+  return env, []
 
 
 def run_accuracy_mode(cfg: BenchConfig) -> Dict[str, Any]:
@@ -103,11 +113,7 @@ def run_accuracy_mode(cfg: BenchConfig) -> Dict[str, Any]:
   if cfg.dtype != "float32":
     raise ValueError("--mode=accuracy times float32 problems; use --dtype=float32")
   started = time.perf_counter()
-  env = environment()
-  env["dtype"] = cfg.dtype
-  notes: List[str] = []
-  print(f"device {env['device']} ({env['backend']}, {env['cpu']}, {env['cpu_count']} cores), "
-        f"jax {env['jax']}, accuracy mode, load {loadavg()}", flush=True)
+  env, notes = _start(cfg, "accuracy mode")
   report = {"environment": env, "config": dataclasses.asdict(cfg), "notes": notes}
   report.update(accuracy.run_accuracy(cfg, env, notes))
   report["wall_s"] = time.perf_counter() - started
@@ -118,10 +124,4 @@ def run_accuracy_mode(cfg: BenchConfig) -> Dict[str, Any]:
   markdown = (f"Device: {env['device']} ({env['cpu']}, {env['cpu_count']} cores); jax "
               f"{env['jax']}; load average at the end {report['load_end']}; wall "
               f"{report['wall_s']:.0f} s.\n" + accuracy.markdown(report))
-  write_json(os.path.join(cfg.out_dir, "bench.json"), report)
-  with open(os.path.join(cfg.out_dir, "bench.md"), "w") as f:
-    f.write(markdown)
-  print("\n" + markdown)
-  print(f"wrote {os.path.join(cfg.out_dir, 'bench.json')}, bench.md and "
-        f"{', '.join(os.path.basename(p) for p in report['figures'])} ({report['wall_s']:.0f} s)")
-  return report
+  return _write(cfg.out_dir, report, markdown)

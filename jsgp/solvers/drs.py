@@ -4,7 +4,8 @@ Two ways to use the policy's step ``d = policy(problem, x, grad)`` (a positive s
 positive per-coefficient diagonal, in stepsize units; see ``jsgp.policies``):
 
 ``mode="safeguarded"`` (default; in the spirit of Safe-L2O, Heaton et al. 2022):
-  x_c = prox_{d}(x - d grad f(x))                        (the learned candidate)
+  x_c = prox_{d}(x - d grad f(x))                        (the learned candidate; a ``d`` with a
+                                                          non-finite or non-positive entry fails)
   z2  = prox_{1/L}(x - grad f(x) / L) - x                (the conservative step)
   keep x_c  iff  F(x_c) <= F(x) - L/2 ||z2||^2,  else take x + z2.
   ``F(x + z2) <= F(x) - L/2 ||z2||^2`` is the descent lemma of the 1/L proximal-gradient step
@@ -183,7 +184,10 @@ class DRS:
     f_candidate = problem.f_from_residual(r_candidate) + problem.g(candidate)
     z2 = problem.forward_backward(state.x, state.grad, t_lipschitz) - state.x
     bound = state.objective - 0.5 * problem.lipschitz * sum_squares(z2)
-    accept = jnp.isfinite(f_candidate) & (f_candidate <= bound) & jnp.all(jnp.isfinite(candidate))
+    # A policy output with a non-finite or non-positive entry is a failed proposal: rejected
+    # (its candidate, computed with those entries at 1/L, only keeps the arithmetic finite).
+    accept = (jnp.isfinite(f_candidate) & (f_candidate <= bound) & jnp.all(usable)
+              & jnp.all(jnp.isfinite(candidate)))
 
     def conservative(_):
       x = state.x + z2
