@@ -19,6 +19,7 @@ from absl import app, flags
 from skimage import data as skdata
 from skimage import transform
 
+from experiments.bench import reference
 from jsgp import policies
 from jsgp.problems import Task, simulate
 from jsgp.solvers import DRS, FISTA, PGM, SGP, SpaRSA, solve
@@ -38,14 +39,6 @@ METHODS = {
 }
 
 
-def _float64(tree):
-  def cast(a):
-    if jnp.iscomplexobj(a):
-      return a.astype(jnp.complex128)
-    return a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a
-  return jax.tree_util.tree_map(cast, tree)
-
-
 def main(argv):
   del argv
   jax.config.update("jax_enable_x64", True)
@@ -53,7 +46,7 @@ def main(argv):
   image = transform.resize(skdata.camera().astype(np.float64), (size, size), anti_aliasing=True)
   problem = simulate(Task(_TASK.value, (size, size), rate=0.5, lam=0.1),
                      jnp.asarray(image, jnp.float32), jax.random.PRNGKey(0))
-  problem64 = _float64(problem)
+  problem64 = reference.to_float64(problem)
   start = time.perf_counter()
   ref = solve(FISTA(max_backtracks=0, restart="gradient"), problem64, max_iter=20000, tol=-1)
   f_star = float(problem64.objective(ref.x))

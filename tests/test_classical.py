@@ -9,6 +9,7 @@ import pytest
 from skimage import data as skdata
 from skimage import transform
 
+from experiments.bench.reference import to_float64
 from jsgp import policies
 from jsgp.policies import BarzilaiBorwein, Constant, ConstantPolicy, Scaled
 from jsgp.problems import Task, simulate
@@ -29,21 +30,13 @@ FLOAT32_METHODS = {
 FISTA_METHODS = ("fista_b", "fista_restart", "mfista")
 
 
-def _as_float64(tree):
-  def cast(a):
-    if jnp.iscomplexobj(a):
-      return a.astype(jnp.complex128)
-    return a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a
-  return jax.tree_util.tree_map(cast, tree)
-
-
 @functools.lru_cache(maxsize=None)
 def float32_case(task: str, size: int):
   """A float32 problem at the paper's lam (0.1) and its float64 reference ``F*``."""
   image = transform.resize(skdata.camera().astype(np.float64), (size, size), anti_aliasing=True)
   problem = simulate(Task(task, (size, size), rate=0.5, lam=0.1),
                      jnp.asarray(image, jnp.float32), jax.random.PRNGKey(3))
-  problem64 = _as_float64(problem)
+  problem64 = to_float64(problem)
   x_star, f_star, iters = _restarted_apg(problem64, 60000)
   assert int(iters) < 60000, "reference not converged"
   return problem, problem64, float(f_star)

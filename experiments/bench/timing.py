@@ -145,21 +145,13 @@ def policy_fn(n: int):
 
 
 def jaxopt_fn(n: int):
-  """jaxopt's FISTA (``acceleration=True``, fixed step 1/L) for ``n`` iterations, or None."""
-  try:
-    import jaxopt  # pylint: disable=import-outside-toplevel
-  except ImportError:
+  """jaxopt's FISTA (``acceleration=True``, fixed step 1/L) for ``n`` iterations, or None when
+  jaxopt is not installed (``peers.jaxopt_solver``)."""
+  from experiments.bench import peers  # pylint: disable=import-outside-toplevel
+  if not peers.jaxopt_available():
     return None
-
-  def solve(problem, x0):
-    step = 1.0 / problem.lipschitz
-    solver = jaxopt.ProximalGradient(
-        fun=lambda x, problem: problem.f(x), prox=jaxopt.prox.prox_lasso,
-        stepsize=lambda _: step, maxiter=n, tol=NO_STOP, acceleration=True, jit=True,
-        implicit_diff=False)
-    return solver.run(x0, hyperparams_prox=problem.lam, problem=problem)
-
-  return solve
+  return lambda problem, x0: peers.jaxopt_solver(problem, n, False).run(
+      x0, hyperparams_prox=problem.lam, problem=problem)
 
 
 # ------------------------------------------------------------------------------------------------
