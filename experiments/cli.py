@@ -105,6 +105,8 @@ def main_of(cls: Type[T], run: Callable[[T], Any], **fixed: Any) -> Callable:
     except (training.CheckpointMismatch, training.PartialCheckpoint, training.DirectoryInUse,
             FileNotFoundError) as err:
       raise app.UsageError(str(err)) from err
+    except (training.CorruptCheckpoint, training.CorruptFile, training.DiskFull) as err:
+      raise SystemExit(f"Error: {err}") from None  # one message, exit status 1
 
   return main
 

@@ -154,7 +154,7 @@ def hu_to_attenuation(hu: np.ndarray, mu_water: float = CT_MU_WATER) -> np.ndarr
 def check_finite_images(images: np.ndarray, name: str) -> None:
   bad = ~np.isfinite(images)
   if bad.any():
-    raise ValueError(f"{name}: {int(bad.sum())} non-finite value(s) in the loaded images.")
+    raise ValueError(f"{name}: {int(bad.sum())} non-finite value(s) (NaN/Inf) in the image.")
 
 
 def take_first(items: Sequence, n: Optional[int], what: str):
@@ -200,11 +200,35 @@ def read_image(path: str) -> Image.Image:
 
 
 def read_gray(path: str) -> np.ndarray:
-  """An 8-bit image file as ``(H, W)`` float64 BT.601 luma on the 0-255 scale."""
+  """An image file as ``(H, W)`` float64 BT.601 luma on the 0-255 scale.
+
+  8-bit images (gray, RGB, palette, CMYK, ...) keep their values. 16-bit gray images (and 32-bit
+  integer ones whose values fit in 16 bits) are rescaled by ``255 / 65535``; float images
+  (e.g. TIFF) must be finite and within [0, 1] and are rescaled by 255. Anything else is a
+  ``ValueError`` naming ``path``: NaN/Inf pixels, a float image outside [0, 1], integers beyond
+  16 bits. The checks run on the decoded values, before any conversion could hide them.
+  """
   img = read_image(path)
-  if img.mode not in ("L", "RGB", "RGBA"):
-    img = img.convert("RGB")
-  return to_gray(np.asarray(img))
+  mode = img.mode
+  if mode in ("L", "RGB", "RGBA"):
+    return to_gray(np.asarray(img))
+  if mode == "F":
+    values = np.asarray(img, dtype=np.float64)
+    check_finite_images(values, path)
+    low, high = float(values.min()), float(values.max())
+    if low < 0.0 or high > 1.0:
+      raise ValueError(f"{path}: float image with values in [{low:.6g}, {high:.6g}]; float "
+                       "images must hold intensities in [0, 1] (or save it as an 8- or 16-bit "
+                       "image).")
+    return values * 255.0
+  if mode.startswith("I"):  # "I;16", "I;16B", ... and "I" (32-bit signed)
+    values = np.asarray(img, dtype=np.float64)
+    low, high = float(values.min()), float(values.max())
+    if low < 0.0 or high > 65535.0:
+      raise ValueError(f"{path}: integer image with values in [{low:.0f}, {high:.0f}], beyond "
+                       "16 bits; save it as an 8- or 16-bit image.")
+    return values * (255.0 / 65535.0)
+  return to_gray(np.asarray(img.convert("RGB")))
 
 
 def bsds500_files(data_dir: str, split: str) -> List[str]:
@@ -230,7 +254,8 @@ def bsds500_files(data_dir: str, split: str) -> List[str]:
 
 
 def load_gray_files(paths: Sequence[str], size: int, dtype) -> np.ndarray:
-  """Files -> ``(N, size, size)`` grayscale, cropped and resized; finite-checked per file."""
+  """Files -> ``(N, size, size)`` grayscale 0-255 (``read_gray``: 16-bit and float images
+  rescaled or refused), cropped and resized; finite-checked per file."""
   out = np.empty((len(paths), size, size), dtype=dtype)
   for i, path in enumerate(paths):
     out[i] = square_resize(read_gray(path), size, path)

@@ -110,7 +110,8 @@ def make_problem(measurement: LinearOperator, y: jax.Array, lam, *,
 
   ``synthesis`` (e.g. ``WaveletSynthesis(image_shape)``) maps the unknown coefficients to the
   image that ``measurement`` sees; ``None`` poses the problem on the image itself.
-  Raises ``ValueError`` for ``lam <= 0``, NaN/Inf in ``y`` or a ``y`` of the wrong shape.
+  Raises ``ValueError`` for ``lam <= 0``, NaN/Inf in ``y``, a ``y`` of the wrong shape, or a
+  complex ``y`` for an operator whose measurements are real.
   ``lipschitz`` defaults to a power-iteration estimate of ``||A||^2`` times ``LIPSCHITZ_MARGIN``.
   """
   if synthesis is None:
@@ -121,6 +122,10 @@ def make_problem(measurement: LinearOperator, y: jax.Array, lam, *,
   validation.check_shape("y", jnp.shape(y), measurement.out_shape)
   validation.check_shape("synthesis output", synthesis.out_shape, measurement.in_shape)
   dtype = jnp.real(jnp.asarray(y)).dtype
+  if jnp.iscomplexobj(y) and not jnp.iscomplexobj(jax.eval_shape(
+      measurement.apply, jax.ShapeDtypeStruct(tuple(measurement.in_shape), dtype))):
+    raise ValueError("y is complex, but the measurement operator makes real measurements: "
+                     "pass the real measurements.")
   if lipschitz is None:
     key = jax.random.PRNGKey(0) if key is None else key
     lipschitz = LIPSCHITZ_MARGIN * operator_norm_squared(measurement @ synthesis, key,

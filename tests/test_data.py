@@ -258,3 +258,52 @@ def test_fewer_images_than_n(bsds_dir, ct_dir):
 def test_non_finite_detected():
   with pytest.raises(ValueError, match="somewhere.*1 non-finite"):
     data.check_finite_images(np.array([0.0, np.nan]), "somewhere")
+
+
+# ----------------------------------------------------------------------------- bit depths
+
+def test_16bit_png_is_rescaled_to_0_255(tmp_path):
+  """A 16-bit gray PNG among the natural images: 65535 is white (255), not saturated."""
+  root = fake_bsds(tmp_path)
+  values = np.random.default_rng(3).integers(0, 65536, (80, 70), dtype=np.uint16)
+  os.remove(tmp_path / "train" / "000.jpg")
+  Image.fromarray(values).save(tmp_path / "train" / "000.png")
+  assert Image.open(tmp_path / "train" / "000.png").mode == "I;16"
+  np.testing.assert_allclose(data.read_gray(str(tmp_path / "train" / "000.png")),
+                             values * (255.0 / 65535.0), rtol=1e-12)
+  loaded = data.load_bsds500(root, "train", size=64, n=1)[0]
+  assert abs(loaded.mean() - values.mean() * 255.0 / 65535.0) < 2.0  # ~127, not 255
+  assert 0.0 <= loaded.min() and loaded.max() <= 255.0
+
+
+def test_float_image_in_0_1_is_rescaled(tmp_path):
+  values = np.random.default_rng(4).random((40, 40)).astype(np.float32)
+  Image.fromarray(values).save(tmp_path / "float.tif")
+  np.testing.assert_allclose(data.read_gray(str(tmp_path / "float.tif")), values * 255.0,
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_pixels_are_refused_naming_the_file(tmp_path, bad):
+  """NaN/Inf in a float image: refused before any conversion could hide them (they used to
+  become 0 or 255), by the reader and by the loader the experiments' --data_dir uses."""
+  values = np.random.default_rng(5).random((40, 40)).astype(np.float32)
+  values[7, 9] = bad
+  path = str(tmp_path / "float.tif")
+  Image.fromarray(values).save(path)
+  with pytest.raises(ValueError, match=re.escape(path) + r".*1 non-finite value\(s\) \(NaN/Inf\)"):
+    data.read_gray(path)
+  with pytest.raises(ValueError, match=re.escape(path) + r".*1 non-finite value\(s\) \(NaN/Inf\)"):
+    data.load_gray_files([path], 32, np.float32)
+
+
+def test_images_outside_the_known_ranges_are_refused_naming_the_file(tmp_path):
+  wide = np.linspace(0.0, 300.0, 1600, dtype=np.float32).reshape(40, 40)
+  Image.fromarray(wide).save(tmp_path / "wide.tif")
+  with pytest.raises(ValueError, match=re.escape(str(tmp_path / "wide.tif"))
+                     + r".*values in \[0, 300\].*\[0, 1\]"):
+    data.read_gray(str(tmp_path / "wide.tif"))
+  big = np.full((40, 40), 70000, np.int32)
+  Image.fromarray(big).save(tmp_path / "big.tif")
+  with pytest.raises(ValueError, match=re.escape(str(tmp_path / "big.tif")) + ".*16 bits"):
+    data.read_gray(str(tmp_path / "big.tif"))

@@ -6,19 +6,35 @@ A checkpoint directory holds orbax steps, each with ``state`` (a ``TrainState``)
 compares the recorded configuration with the requested one and refuses a different one, listing
 every differing setting. Checkpoints written before the kind was recorded are greedy ones (the
 unrolled kind always recorded itself).
+
+Checksums: after orbax has finished a step, ``<step>/jsgp_sha256.json`` records the sha256 and
+size of every file in it (written atomically; if it cannot be written the new step is removed,
+so the previous one stays the latest). Every read verifies the latest step against it before
+orbax opens a file, and a mismatch is refused (``CorruptCheckpoint``) naming the file and what
+to do. A step without the manifest (written by a jsgp from before checksums) is read unverified
+with a warning. A directory of orbax checkpoints that jsgp training did not write is refused
+(``CheckpointMismatch``), a full disk while saving is ``files.DiskFull``; in each case one
+message, without orbax's or asyncio's tracebacks (see ``_quiet_orbax``).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import json
+import logging as pylogging
 import os
+import re
 import shutil
-from typing import Any, Dict, Optional, Tuple
+import sys
+import threading
+import time
+from typing import Any, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from jsgp import policies
 from jsgp.training import configs, files
@@ -33,53 +49,336 @@ class PartialCheckpoint(ValueError):
   """A checkpoint of a run that has not finished its training."""
 
 
+class CorruptCheckpoint(ValueError):
+  """A checkpoint whose files changed after they were written, or that orbax cannot read."""
+
+
 LEGACY_KIND = "greedy"  # checkpoints that record no kind
+MANIFEST = "jsgp_sha256.json"  # in each step directory: {"files": {relative path: {sha256, bytes}}}
 
 
-def _manager(directory: str, max_to_keep: int = 2):
+# ------------------------------------------------------------------------------------------------
+# Orbax's noise. When an orbax call fails, orbax's worker threads log the error with its
+# traceback (some of them after the call has returned), the asyncio futures it abandoned report
+# "Future exception was never retrieved", and tensorstore, finishing the reads and writes still in
+# flight, posts their results to the event loop orbax has already closed: Python prints each
+# refused callback ("Event loop is closed") as an unraisable exception, hundreds of them, for
+# seconds after the call returned. jsgp raises one error of its own instead. Filters installed the
+# first time jsgp calls orbax (``_install_noise_filters``) therefore
+# - hold orbax's error logs during a jsgp call into orbax (replayed as one-line warnings if the
+#   call succeeds, dropped if it fails: the caller's error says what went wrong), and drop them
+#   for ``_AFTERMATH_S`` seconds after a failed call (workers still finishing);
+# - drop asyncio's unretrieved-exception reports of orbax or tensorstore work;
+# - drop unraisable "Event loop is closed" errors of callbacks posted to a closed loop.
+# The last two are reports nobody can act on; the filters match nothing else.
+
+_AFTERMATH_S = 10.0
+_noise = {"calls": 0, "failed_at": float("-inf"), "held": []}  # jsgp calls into orbax
+
+
+def _frames(traceback) -> List[Any]:
+  out = []
+  while traceback is not None:
+    out.append(traceback.tb_frame.f_code)
+    traceback = traceback.tb_next
+  return out
+
+
+def _refused_by_closed_loop(unraisable) -> bool:
+  """An unraisable ``RuntimeError('Event loop is closed')`` from ``call_soon_threadsafe``: a
+  result posted from another thread to a loop that no longer runs."""
+  exc = unraisable.exc_value
+  return (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+          and any(code.co_name == "call_soon_threadsafe"
+                  for code in _frames(unraisable.exc_traceback)))
+
+
+# How tensorstore words its errors (a ValueError whose text starts with an absl status code).
+_TENSORSTORE_ERROR = re.compile(
+    r"(CANCELLED|UNKNOWN|INVALID_ARGUMENT|DEADLINE_EXCEEDED|NOT_FOUND|ALREADY_EXISTS|"
+    r"PERMISSION_DENIED|RESOURCE_EXHAUSTED|FAILED_PRECONDITION|ABORTED|OUT_OF_RANGE|"
+    r"UNIMPLEMENTED|INTERNAL|UNAVAILABLE|DATA_LOSS|UNAUTHENTICATED): ")
+
+
+class _OrphanedOrbaxFutures(pylogging.Filter):
+  """On the ``asyncio`` logger: drops "Future exception was never retrieved" for orbax or
+  tensorstore work (an exception raised through orbax's code, or a tensorstore error, set on the
+  future from C++ without a traceback), and any during a jsgp call into orbax."""
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    if "exception was never retrieved" not in str(record.msg):
+      return True
+    exc = record.exc_info[1] if record.exc_info else None
+    through_orbax = exc is not None and any(
+        "orbax" in code.co_filename or "tensorstore" in code.co_filename
+        for code in _frames(exc.__traceback__))
+    from_tensorstore = isinstance(exc, ValueError) and bool(_TENSORSTORE_ERROR.match(str(exc)))
+    return not (through_orbax or from_tensorstore or _noise["calls"] > 0)
+
+
+class _OrbaxErrorLogs(pylogging.Filter):
+  """On the ``absl`` logger: orbax's error records are held during a jsgp call into orbax and
+  dropped for ``_AFTERMATH_S`` seconds after a failed one; passed through otherwise."""
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    if record.levelno < pylogging.ERROR or "orbax" not in (record.pathname or ""):
+      return True
+    if _noise["calls"] > 0:
+      _noise["held"].append(record)
+      return False
+    return time.monotonic() - _noise["failed_at"] > _AFTERMATH_S
+
+
+def _install_noise_filters() -> None:
+  """Install the filters (idempotent; again if someone replaced ``sys.unraisablehook``)."""
+  if not getattr(sys.unraisablehook, "jsgp_quiet", False):
+    previous = sys.unraisablehook
+
+    def quiet(unraisable):
+      if not _refused_by_closed_loop(unraisable):
+        previous(unraisable)
+
+    quiet.jsgp_quiet = True
+    sys.unraisablehook = quiet
+  for name, kind in (("asyncio", _OrphanedOrbaxFutures), ("absl", _OrbaxErrorLogs)):
+    logger = pylogging.getLogger(name)
+    if not any(isinstance(f, kind) for f in logger.filters):
+      logger.addFilter(kind())
+
+
+def _join_orbax_threads(before, timeout: float = 10.0) -> None:
+  """Wait (at most ``timeout`` s in all) for the worker threads orbax started since ``before``
+  and still runs after a failure, so that they are done before the caller reports."""
+  try:
+    from orbax.checkpoint._src.futures import future as orbax_future  # pylint: disable=import-outside-toplevel
+    worker = orbax_future._SignalingThread  # pylint: disable=protected-access
+  except (ImportError, AttributeError):  # another orbax version: nothing to wait for
+    return
+  deadline = time.monotonic() + timeout
+  for thread in set(threading.enumerate()) - before:
+    if isinstance(thread, worker) and thread is not threading.current_thread():
+      threading.Thread.join(thread, max(0.0, deadline - time.monotonic()))  # never raises
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+  """Around every jsgp call into orbax (see "Orbax's noise" above)."""
+  _install_noise_filters()
+  if _noise["calls"] == 0:
+    _noise["held"] = []
+  _noise["calls"] += 1
+  before = set(threading.enumerate())
+  try:
+    yield
+  except BaseException:
+    _join_orbax_threads(before)
+    _noise["failed_at"] = time.monotonic()
+    raise
+  finally:
+    _noise["calls"] -= 1
+  if _noise["calls"] == 0:  # the call succeeded: orbax's non-fatal errors, one line each
+    held, _noise["held"] = _noise["held"], []
+    for record in held:
+      logging.warning("orbax reported: %s", record.getMessage().splitlines()[0][:300])
+
+
+def _summary(err: BaseException) -> str:
+  """The first line of an orbax/tensorstore error, without tensorstore's spec dump."""
+  text = str(err).split(" [tensorstore_spec")[0].strip()
+  text = text.splitlines()[0] if text else ""
+  return f"{type(err).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Step directories and their checksum manifests.
+
+def _step_dir(directory: str, step: int) -> str:
+  return os.path.join(os.path.abspath(directory), str(step))
+
+
+def _steps(directory: str) -> List[int]:
+  """The finished steps in ``directory`` (orbax names them by number; unfinished ones carry a
+  ``.orbax-checkpoint-tmp`` suffix)."""
+  try:
+    names = os.listdir(directory)
+  except OSError:
+    return []
+  return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
+
+
+def _what_to_do(directory: str, step: int) -> str:
+  earlier = [s for s in _steps(directory) if s < step]
+  if earlier:
+    return (f"delete {_step_dir(directory, step)} to resume from the previous checkpoint "
+            f"(step {earlier[-1]}), or delete {os.path.abspath(directory)} to train afresh")
+  return (f"delete {_step_dir(directory, step)} (the only checkpoint there) to train afresh, or "
+          "use another checkpoint directory")
+
+
+def _write_manifest(directory: str, step: int) -> None:
+  step_dir = _step_dir(directory, step)
+  entries = {}
+  for root, _, names in os.walk(step_dir):
+    for name in names:
+      path = os.path.join(root, name)
+      relative = os.path.relpath(path, step_dir)
+      if relative != MANIFEST and not relative.startswith(MANIFEST + ".tmp"):
+        entries[relative] = {"sha256": files.sha256_of_file(path),
+                             "bytes": os.path.getsize(path)}
+  files.write_text(os.path.join(step_dir, MANIFEST),
+                   json.dumps({"step": step, "files": entries}, indent=1, sort_keys=True))
+
+
+_warned_unverified = set()
+
+
+def verify(directory: str, step: int) -> None:
+  """Check every file of ``step`` in ``directory`` against its manifest: ``CorruptCheckpoint``
+  naming the first file that is missing or changed, and what to do; a step without a manifest
+  (older jsgp) passes with a warning."""
+  step_dir = _step_dir(directory, step)
+  manifest_path = os.path.join(step_dir, MANIFEST)
+  if not os.path.exists(manifest_path):
+    if (step_dir, step) not in _warned_unverified:
+      _warned_unverified.add((step_dir, step))
+      logging.warning("checkpoint at %s (step %d) has no checksum manifest (written by an older "
+                      "jsgp, or its save was interrupted just after orbax finished): it is read "
+                      "unverified", directory, step)
+    return
+  try:
+    with open(manifest_path) as f:
+      entries = json.load(f)["files"]
+    entries = {str(k): (str(v["sha256"]), int(v["bytes"])) for k, v in entries.items()}
+  except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+    raise CorruptCheckpoint(
+        f"checkpoint at {directory} (step {step}) is corrupt: its checksum manifest "
+        f"{manifest_path} is unreadable ({type(err).__name__}: {err}); "
+        f"{_what_to_do(directory, step)}") from None
+  for relative, (sha256, nbytes) in sorted(entries.items()):
+    path = os.path.join(step_dir, relative)
+    if not os.path.isfile(path):
+      problem = "is missing"
+    elif os.path.getsize(path) != nbytes:
+      problem = f"has {os.path.getsize(path)} bytes, {nbytes} when it was written"
+    elif files.sha256_of_file(path) != sha256:
+      problem = "no longer matches the checksum (sha256) recorded when it was written"
+    else:
+      continue
+    raise CorruptCheckpoint(f"checkpoint at {directory} (step {step}) is corrupt: {path} "
+                            f"{problem} (in {manifest_path}); {_what_to_do(directory, step)}")
+
+
+def _latest_step(directory: str) -> Optional[int]:
+  try:
+    with _quiet_orbax(), _manager(directory) as mngr:
+      return mngr.latest_step()
+  except Exception as err:  # pylint: disable=broad-except  (orbax raises many types)
+    raise CorruptCheckpoint(f"cannot list the checkpoints in {directory}: {_summary(err)}; "
+                            "delete it or use another checkpoint directory") from None
+
+
+def _restore_item(directory: str, step: int, args, what: str):
+  """One orbax restore of ``step``, quietly; a ``CorruptCheckpoint`` saying ``what`` failed."""
+  try:
+    with _quiet_orbax(), _manager(directory) as mngr:
+      return mngr.restore(step, args=args)
+  except Exception as err:  # pylint: disable=broad-except  (orbax raises many types)
+    failure = err
+  raise CorruptCheckpoint(f"checkpoint at {directory} (step {step}) is unreadable, corrupt or "
+                          f"{what}: {_summary(failure)}; {_what_to_do(directory, step)}")
+
+
+def _manager(directory: str, max_to_keep: int = 2, *, writing: bool = False):
+  """An orbax manager of ``directory``. ``writing`` (only under the directory's lock, i.e. in a
+  training run): first remove unfinished steps left by an earlier failed save."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                         enable_async_checkpointing=False)
+                                         enable_async_checkpointing=False,
+                                         cleanup_tmp_directories=writing)
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def _size_estimate(directory: str, state) -> int:
+  """About how many bytes a new step takes: the latest existing step's size, or (for the first)
+  the arrays' size."""
+  arrays = sum(np.asarray(leaf).nbytes for leaf in jax.tree_util.tree_leaves(state))
+  steps = _steps(directory)
+  if not steps:
+    return arrays
+  step_dir = _step_dir(directory, steps[-1])
+  on_disk = sum(os.path.getsize(os.path.join(root, name))
+                for root, _, names in os.walk(step_dir) for name in names)
+  return max(arrays, on_disk)
+
+
+def _remove_unfinished(directory: str, step: int) -> None:
+  """Remove orbax's temporary directory of ``step`` after a failed save. Tensorstore's writes
+  still in flight when orbax gave up can create it again for a moment, so it is removed until
+  it has stayed away for three checks 0.1 s apart (at most ~3 s; a later save removes any
+  remnant, ``_manager(writing=True)``)."""
+  pattern = os.path.join(directory, f"{step}.orbax-*tmp*")
+  absent = 0
+  for _ in range(30):
+    found = glob.glob(pattern)
+    for leftover in found:
+      shutil.rmtree(leftover, ignore_errors=True)
+    absent = 0 if found else absent + 1
+    if absent == 3:
+      return
+    time.sleep(0.1)
 
 
 def save(directory: str, config, state, meta: Optional[Dict[str, Any]] = None) -> None:
   """Checkpoint ``state`` (a ``TrainState``) at its step, with ``config``, its kind and ``meta``
-  in the JSON metadata. Orbax writes a temporary directory and renames it; if the write fails
-  (a full disk: a clear ``OSError`` naming the directory and the space needed) the temporary
-  directory is removed, so the previous checkpoints stay the latest."""
+  in the JSON metadata, and the checksums of its files. Orbax writes a temporary directory and
+  renames it; if the write fails the temporary directory is removed, and if the checksums
+  cannot be written the new step is removed, so the previous checkpoints stay the latest. A full
+  disk raises ``files.DiskFull`` naming the directory and the space needed."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   record = {"kind": configs.kind_of(config), "config": config.to_dict(), **(meta or {})}
   step = int(state.step)
+  root = os.path.abspath(directory)
+  committed = False
   try:
-    with _manager(directory) as mngr:
+    with _quiet_orbax(), _manager(directory, writing=True) as mngr:
       mngr.save(step, force=True, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(record)))
+    committed = True
+    if jax.process_index() == 0:  # [distributed] orbax has synchronised the hosts
+      _write_manifest(root, step)
   except Exception as err:  # orbax wraps I/O errors in several types
-    for leftover in glob.glob(os.path.join(os.path.abspath(directory), f"{step}.orbax-*tmp*")):
-      shutil.rmtree(leftover, ignore_errors=True)
-    nbytes = sum(np.asarray(leaf).nbytes for leaf in jax.tree_util.tree_leaves(state))
-    files.raise_if_disk_full(directory, err, nbytes)
-    raise
+    failure = err
+  else:
+    return
+  _remove_unfinished(root, step)
+  if committed and jax.process_index() == 0:  # a step that could never be verified
+    shutil.rmtree(_step_dir(root, step), ignore_errors=True)
+  files.raise_if_disk_full(directory, failure, _size_estimate(root, state))
+  raise failure
 
 
 def read_meta(directory: str) -> Optional[Dict[str, Any]]:
   """The metadata of the latest checkpoint in ``directory`` (with its ``step`` and ``kind``), or
-  None if there is none. A clear ``ValueError`` for an unreadable one."""
+  None if there is none, after verifying the step's files against their checksums.
+  ``CorruptCheckpoint`` for a corrupt or unreadable one, ``CheckpointMismatch`` for orbax
+  checkpoints that jsgp training did not write."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   if not os.path.isdir(directory):
     return None
-  with _manager(directory) as mngr:
-    step = mngr.latest_step()
-    if step is None:
-      return None
-    try:
-      meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-    except Exception as err:  # orbax raises many types for unreadable files
-      raise ValueError(f"checkpoint at {directory} (step {step}) is unreadable or corrupt: "
-                       f"{type(err).__name__}: {err}") from err
+  step = _latest_step(directory)
+  if step is None:
+    return None
+  if not os.path.isdir(os.path.join(_step_dir(directory, step), "meta")):
+    raise CheckpointMismatch(
+        f"checkpoint at {directory} (step {step}) was not written by jsgp training (it has no "
+        "'meta' item with a training configuration); use another checkpoint directory, or an "
+        "empty one to train afresh")
+  verify(directory, step)
+  meta = _restore_item(directory, step, ocp.args.Composite(meta=ocp.args.JsonRestore()),
+                       "not a jsgp training checkpoint").meta
   if not isinstance(meta, dict) or "config" not in meta:
-    raise ValueError(f"checkpoint at {directory} (step {step}) has no jsgp training metadata.")
+    raise CheckpointMismatch(f"checkpoint at {directory} (step {step}) has no jsgp training "
+                             "metadata; use another checkpoint directory")
   return dict(meta, step=step, kind=meta.get("kind", LEGACY_KIND))
 
 
@@ -136,13 +435,9 @@ def restore(directory: str, config, template, sharding=None) -> Tuple[Any, Dict[
   if meta is None:
     raise FileNotFoundError(f"no checkpoint found in {directory}")
   check_compatible(directory, meta, config)
-  with _manager(directory) as mngr:
-    try:
-      restored = mngr.restore(meta["step"], args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(_abstract(template, sharding)))).state
-    except Exception as err:  # orbax raises many types for unreadable files
-      raise ValueError(f"checkpoint at {directory} (step {meta['step']}) is unreadable, corrupt "
-                       f"or does not match the network: {type(err).__name__}: {err}") from err
+  restored = _restore_item(directory, meta["step"], ocp.args.Composite(
+      state=ocp.args.StandardRestore(_abstract(template, sharding))),
+                           "does not match the network").state
   state = restored if isinstance(restored, TrainState) else TrainState(*restored)
   return state, meta
 

@@ -109,13 +109,31 @@ def _compute(problems: L1Problem, iters: int) -> jax.Array:
   return x_star
 
 
+def check_images(images) -> None:
+  """``images`` ``(N, H, W)`` with finite values, or a ``ValueError`` naming the first image
+  that is not (NaN/Inf would make the measurements and x* non-finite)."""
+  shape = np.shape(images)
+  if len(shape) != 3 or 0 in shape:
+    raise ValueError(f"images must be a non-empty (N, H, W) array, got shape {shape}")
+  host = np.asarray(images)
+  finite = np.isfinite(host).reshape(shape[0], -1)
+  bad = np.flatnonzero(~finite.all(axis=1))
+  if bad.size:
+    i = int(bad[0])
+    raise ValueError(f"images[{i}] holds {int((~finite[i]).sum())} NaN/Inf value(s) "
+                     f"({bad.size} of the {shape[0]} images hold some); the training images "
+                     "must be finite")
+
+
 def make_dataset(config, images: np.ndarray, cache_dir: Optional[str],
                  num_stages: int = 1) -> Dataset:
   """Simulate one measurement per image (key = ``seed``) and load or compute ``x*``.
 
   ``config``: a ``GreedyConfig`` or ``UnrolledConfig`` (its task, seed and reference_iters).
   The iterate buffer holds ``num_stages`` stages (greedy training passes its K), ``x^(0) = 0``.
+  ``images`` must be ``(N, H, W)`` and finite (``ValueError`` naming the first bad image).
   """
+  check_images(images)
   problems = simulate_batch(config.task, jnp.asarray(images), jax.random.PRNGKey(config.seed))
   x_star = solutions(config, problems, images, cache_dir)
   iterates = jnp.zeros((num_stages,) + x_star.shape, x_star.dtype)
