@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Dict, Tuple
+from typing import Any, ClassVar, Dict, Tuple
 
 import flax.linen as nn
 import jax
@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from absl import logging
 
 HEADS = ("step", "diag", "image")
+NUM_INPUT_CHANNELS = 3
 BN_MOMENTUM = 0.9
 
 Variables = Dict[str, Any]
@@ -53,6 +54,7 @@ class UNetConfig:
       which reach ~1000 / L (BUILD_NOTES.md).
   """
 
+  kind: ClassVar[str] = "unet"
   features: int = 16
   depth: int = 3
   convs_per_level: int = 2
@@ -66,6 +68,16 @@ class UNetConfig:
       raise ValueError(f"invalid UNetConfig {self}")
     if not self.max_log_scale > 0:
       raise ValueError(f"max_log_scale must be positive, got {self.max_log_scale}")
+
+  def init(self, key: jax.Array, synthesis) -> "Variables":
+    """Variables for the canvases of ``synthesis`` (the policy-network interface)."""
+    return init_network(self, key, tuple(synthesis.in_shape) + (NUM_INPUT_CHANNELS,))
+
+  def log_scale(self, variables, problem, x, grad, k=0):
+    """The bounded log-scale for one instance: a scalar (step head) or ``(Hc, Wc)`` (diag)."""
+    del k
+    return apply_network(self, variables, network_inputs(problem, x, grad)[None],
+                         train=False)[0]
 
   @classmethod
   def paper(cls, head: str = "step") -> "UNetConfig":
@@ -158,6 +170,23 @@ class StepsizeUNet(nn.Module):
     if cfg.head == "image":
       return (x[..., 0].astype(jnp.float32) + raw).astype(out_dtype)
     return (cfg.max_log_scale * jnp.tanh(raw)).astype(out_dtype)
+
+
+def network_inputs(problem, x: jax.Array, grad: jax.Array) -> jax.Array:
+  """Canvas channels for the U-Net: ``(Hc, Wc, 3)`` = ``[x, grad, lam/L] / c``.
+
+  "Normalized gradients" (paper, section 6.1): ``x`` and ``grad f(x)`` are divided by ONE common
+  per-instance scale ``c = sqrt(mean(x^2) + mean(grad^2))``, which removes the image's intensity
+  scale but keeps the ratio of iterate to gradient (the quantity a stepsize trades off). The third,
+  constant channel is the ``1/L`` soft threshold ``lam / L`` in the same units, so the network can
+  see the regulariser's strength. Gaps of the canvas are zero in every channel but the last.
+  ``x`` is real (the wavelet coefficients of a real image), so partial Fourier needs no
+  real/imaginary split (the paper's 4 channels held complex images).
+  """
+  scale = jnp.sqrt(jnp.mean(x * x) + jnp.mean(grad * grad))
+  scale = jnp.maximum(scale, jnp.finfo(x.dtype).tiny)
+  threshold = jnp.broadcast_to(problem.lam / problem.lipschitz / scale, x.shape)
+  return jnp.stack([x / scale, grad / scale, threshold.astype(x.dtype)], axis=-1)
 
 
 def count_params(params) -> int:

@@ -21,12 +21,13 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jsgp.nets import apply_network
 from jsgp.operators import vdot_real
 
 
 class Stateless:
   """Mixin: ``init``/``update`` for a policy that is a pure ``__call__(problem, x, grad)``."""
+
+  init_uses_grad = False
 
   def init(self, problem, x, grad):
     del problem, x, grad
@@ -171,26 +172,15 @@ class Scaled:
 
 
 # ------------------------------------------------------------------------------------------------
-# Learned policies: a Flax network maps (x, grad) to a bounded log-scale s; d = exp(s) / L.
+# Learned policies: a network maps (x, grad, k) to a bounded log-scale s; d = exp(s) / L.
 
-NUM_INPUT_CHANNELS = 3
+NUM_INPUT_CHANNELS = 3  # the U-Net's input channels (``jsgp.nets.network_inputs``)
 
 
 def network_inputs(problem, x: jax.Array, grad: jax.Array) -> jax.Array:
-  """Canvas channels for the network: ``(Hc, Wc, 3)`` = ``[x, grad, lam/L] / c``.
-
-  "Normalized gradients" (paper, section 6.1): ``x`` and ``grad f(x)`` are divided by ONE common
-  per-instance scale ``c = sqrt(mean(x^2) + mean(grad^2))``, which removes the image's intensity
-  scale but keeps the ratio of iterate to gradient (the quantity a stepsize trades off). The third,
-  constant channel is the ``1/L`` soft threshold ``lam / L`` in the same units, so the network can
-  see the regulariser's strength (the paper's 2 lam / lam/2 robustness test). Gaps of the canvas
-  are zero in every channel but the last. ``x`` is real (the wavelet coefficients of a real image),
-  so partial Fourier needs no real/imaginary split (the paper's 4 channels held complex images).
-  """
-  scale = jnp.sqrt(jnp.mean(x * x) + jnp.mean(grad * grad))
-  scale = jnp.maximum(scale, jnp.finfo(x.dtype).tiny)
-  threshold = jnp.broadcast_to(problem.lam / problem.lipschitz / scale, x.shape)
-  return jnp.stack([x / scale, grad / scale, threshold.astype(x.dtype)], axis=-1)
+  """The U-Net's input canvas (``jsgp.nets.network_inputs``)."""
+  from jsgp import nets  # pylint: disable=import-outside-toplevel  (flax.linen on demand)
+  return nets.network_inputs(problem, x, grad)
 
 
 def stepsize_from_log_scale(problem, log_scale: jax.Array) -> jax.Array:
@@ -199,24 +189,34 @@ def stepsize_from_log_scale(problem, log_scale: jax.Array) -> jax.Array:
 
 
 @struct.dataclass
-class LearnedPolicy(Stateless):
-  """A trained U-Net as a DRS policy. ``variables`` (params, batch_stats) are pytree leaves, so
-  user code can jit/vmap solvers over them; ``config`` (a ``jsgp.nets.UNetConfig``) is static.
+class LearnedPolicy:
+  """A trained network as a DRS policy: ``d_k = exp(s_k) / L`` with ``s_k =
+  config.log_scale(variables, problem, x, grad, k)`` at policy iteration ``k``.
 
-  ``head="step"`` gives one stepsize per instance, ``head="diag"`` a per-coefficient diagonal.
-  Inference mode (BatchNorm running averages): the output of one instance does not depend on the
-  others in a batch.
+  ``config``: a network configuration (``jsgp.nets.UNetConfig``, or one of
+  ``jsgp.policy_nets``: ``SubbandMLP``, ``SubbandTable``, ``CoefficientMLP``, ``CoarseUNet``),
+  static. ``variables``: its parameters (and BatchNorm statistics), pytree leaves, so user code
+  can jit/vmap solvers over them. The state is the iteration ``k`` (int32). Inference mode: the
+  output of one instance does not depend on the others in a batch.
   """
 
   variables: dict
   config: object = struct.field(pytree_node=False)
 
-  def log_scale(self, problem, x, grad):
-    inputs = network_inputs(problem, x, grad)[None]
-    return apply_network(self.config, self.variables, inputs, train=False)[0]
+  init_uses_grad = False  # DRS need not form grad f(x0) for ``init``
 
-  def __call__(self, problem, x, grad):
-    return stepsize_from_log_scale(problem, self.log_scale(problem, x, grad)).astype(x.dtype)
+  def log_scale(self, problem, x, grad, k=0):
+    return self.config.log_scale(self.variables, problem, x, grad, k)
+
+  def __call__(self, problem, x, grad, k=0):
+    return stepsize_from_log_scale(problem, self.log_scale(problem, x, grad, k)).astype(x.dtype)
+
+  def init(self, problem, x, grad):
+    del problem, x, grad
+    return jnp.int32(0)
+
+  def update(self, problem, state, x, grad):
+    return self(problem, x, grad, state), state + 1
 
 
 # ------------------------------------------------------------------------------------------------

@@ -200,13 +200,15 @@ def test_stage_iterates_are_written_once_and_checked_on_resume(tmp_path, tiny_im
   training.train(config, tiny_images, checkpoint_dir=ckpt, checkpoint_every=3, cache_dir=cache,
               stop_after_steps=7)  # in stage 2: the iterates of stages 0 and 1 exist
   files = sorted(os.listdir(os.path.join(ckpt, "iterates")))
-  assert files == ["stage_000.npy", "stage_001.npy"]
+  assert files == ["stage_000.npy", "stage_000.npy.sha256", "stage_001.npy",
+                   "stage_001.npy.sha256"]  # each with its checksum
+  files = files[::2]
   np.testing.assert_array_equal(np.load(os.path.join(ckpt, "iterates", files[0])), 0.0)
   assert float(np.abs(np.load(os.path.join(ckpt, "iterates", files[1]))).max()) > 0
   path = os.path.join(ckpt, "iterates", "stage_001.npy")
   with open(path, "wb") as f:
     f.write(b"garbage")
-  with pytest.raises(ValueError, match="iterates of stage 1 .* missing or unreadable"):
+  with pytest.raises(training.CorruptFile, match="iterates of stage 1 .* is corrupt"):
     training.train(config, tiny_images, checkpoint_dir=ckpt, cache_dir=cache)
   os.remove(path)
   with pytest.raises(ValueError, match="iterates of stage 1 .* missing or unreadable"):

@@ -81,6 +81,19 @@ class WaveletSynthesis(LinearOperator):
       canvas = canvas.at[r:r + h, c:c + w].set(band[0])
     return canvas
 
+  @property
+  def num_subbands(self) -> int:
+    """``3 level + 1``: the approximation and three detail sub-bands per level."""
+    return len(self._slots)
+
+  def subband_index(self) -> np.ndarray:
+    """``(Hc, Wc)`` int32: the sub-band of each canvas position in jaxwt order (0: the coarsest
+    approximation; then (H, V, D) from the coarsest level to the finest), -1 in gaps."""
+    index = np.full(self.in_shape, -1, np.int32)
+    for band, (r, c, h, w) in enumerate(self._slots):
+      index[r:r + h, c:c + w] = band
+    return index
+
   def coefficient_mask(self) -> np.ndarray:
     """``(Hc, Wc)`` bool: True where the canvas holds a coefficient, False in gaps."""
     mask = np.zeros(self.in_shape, bool)

@@ -1,35 +1,39 @@
-"""DRS: a learned stepsize / diagonal policy, safeguarded, then a hand-off to a classical method.
+"""DRS: a learned stepsize / diagonal policy for a few iterations, then a classical method.
 
-Two ways to use the policy's step ``d = policy(problem, x, grad)`` (a positive stepsize, or a
-positive per-coefficient diagonal, in stepsize units; see ``jsgp.policies``):
+The policy's step ``d = policy(problem, x, grad)`` is a positive stepsize or a positive
+per-coefficient diagonal, in stepsize units (``jsgp.policies``). Two ways to use it:
 
-``mode="safeguarded"`` (default; in the spirit of Safe-L2O, Heaton et al. 2022):
-  x_c = prox_{d}(x - d grad f(x))                        (the learned candidate; a ``d`` with a
-                                                          non-finite or non-positive entry fails)
-  z2  = prox_{1/L}(x - grad f(x) / L) - x                (the conservative step)
-  keep x_c  iff  F(x_c) <= F(x) - L/2 ||z2||^2,  else take x + z2.
-  ``F(x + z2) <= F(x) - L/2 ||z2||^2`` is the descent lemma of the 1/L proximal-gradient step
-  (``L >= ||A||^2``), so EVERY iteration decreases F at least as much as PGM's guaranteed
-  decrease, for any policy output (NaN, Inf, negative, huge: all rejected or clipped). Cost of a
-  policy iteration: one policy call, one ``A`` (the candidate's residual), one ``A^T``; a
-  rejection adds one ``A``.
+``mode="safeguarded"`` (default):
+  x_c = prox_d(x - d grad f(x))                         the learned candidate
+  z2  = prox_{1/L}(x - grad f(x) / L) - x               the conservative (PGM) step
+  x_c is shortened to ``x + c (x_c - x)``, ``c = min(1, trust_radius ||z2|| / ||x_c - x||)``
+  keep x_c  iff  ``d`` is finite and positive everywhere and F(x_c) <= F(x),  else take x + z2.
+  A trained network's steps move the iterate toward the minimiser with a transient rise of the
+  l1 term that PGM's own decrease bound would reject; this test accepts any step that does not
+  increase F. Cost of a policy iteration: the policy, one ``A^T`` (the gradient at ``x``) and one
+  ``A`` (the candidate's residual); a rejection adds one ``A``.
 ``mode="relaxation"``: the paper's Algorithms 3-4 (direction relaxation of
-  ``z1 = prox_{1/L}(x~ - grad f(x~)/L) - x``, ``x~ = prox_d(x - d grad)``, with ``z2``; Armijo
-  on the mixed direction with ``gamma1`` shrinking; the 1/L direction when the test or the search
-  fails). Costs a second gradient (at ``x~``) per policy iteration.
+  ``z1 = prox_{1/L}(x~ - grad f(x~)/L) - x``, ``x~ = prox_d(x - d grad)``, with ``z2``; Armijo on
+  the mixed direction with ``gamma1`` shrinking; the 1/L direction when the test or the search
+  fails, or when ``d`` has a non-finite or non-positive entry), with ``z1`` shortened to at most
+  ``trust_radius ||z2||``. Costs a second gradient (at ``x~``) per policy iteration.
 
-Hand-off: the policy is used while it is accepted (safeguarded: the candidate passed; relaxation:
-the relaxation test and the search passed) and for at most ``max_policy_steps`` iterations; then,
-for good, the iterations are those of ``handoff`` (default: monotone FISTA (MFISTA) with the
-constant step 1/L) started at the current iterate. Convergence: the policy phase is finite
-(it ends at the first rejection or after ``max_policy_steps``; without a budget, every accepted
-step decreases F at least as much as a PGM step, which is itself a convergent method) and
-monotone; the tail is a convergent method started from the current point, so the whole sequence
-converges to a minimiser at the tail's rate. With the default tail the objective never increases
-(``handoff=PGM()`` is the paper's behaviour, also monotone).
+Hand-off: the policy is used while it is accepted and for at most ``max_policy_steps``
+iterations; then, for good, the iterations are those of ``handoff`` (default: monotone FISTA with
+the constant step 1/L) started at the current iterate, without an operator application.
+
+Convergence, for ANY policy output: the policy phase is finite and monotone (every accepted point
+has ``F <= F(x_k)``; the fallback is a PGM step, which decreases F), and the tail is a convergent
+method started from the current point, so the whole sequence converges to a minimiser at the
+tail's rate. The damage a policy can do is bounded: PGM's map ``T`` is nonexpansive with fixed
+point ``x*``, so ``||z2|| <= 2 ||x - x*||`` and every policy step keeps
+``||x_{k+1} - x*|| <= (1 + 2 trust_radius) ||x_k - x*||``; with the objective never rising, the
+tail starts from a point whose distance to ``x*`` is at most ``(1 + 2 trust_radius)^H`` times
+the start's (``H = max_policy_steps``) — in practice a rejected policy costs one iteration.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -47,17 +51,17 @@ MODES = ("safeguarded", "relaxation")
 class DRSState(NamedTuple):
   x: jax.Array
   residual: jax.Array     # A x - y (fresh, or a convex combination of fresh residuals)
-  grad: jax.Array
   objective: jax.Array
   stepsize: jax.Array     # mean policy step of the last iteration (1/L when not the policy's)
   backtracks: jax.Array   # line-search reductions / tail backtracks of the last iteration
   gamma1: jax.Array       # relaxation mode: weight of the policy direction
   use_policy: jax.Array   # bool; False for good once the policy phase has ended
-  # How much the last policy proposal missed its test, relative to |F(x)| (>= 0: rejected, and
-  # the policy phase ended): safeguarded: (F(x_c) - F(x) + L/2 ||z2||^2) / |F(x)|; relaxation:
-  # Delta / |F(x)| of the mixed direction. 0 at the start and in the tail.
+  # How much the last policy proposal missed its test, relative to |F(x)| (> 0: rejected, and the
+  # policy phase ended): safeguarded: (F(x_c) - F(x)) / |F(x)|; relaxation: Delta / |F(x)| of the
+  # mixed direction. 0 in the tail.
   decrease_ratio: jax.Array
   policy_steps: jax.Array  # policy iterations taken (int32)
+  accepted: jax.Array      # policy proposals kept so far (int32)
   held: jax.Array          # bool: the tail's last step held x by design (see the driver)
   policy_state: Any        # the policy's state (``()`` for stateless policies)
   tail: Any                # the hand-off method's state (meaningful once use_policy is False)
@@ -65,51 +69,66 @@ class DRSState(NamedTuple):
 
 def warm_start(method, problem, x, residual, grad, objective):
   """``method``'s initial state at ``x``, from quantities already computed when the method
-  offers ``warm_start`` (no operator application), else ``method.init(problem, x)``."""
+  offers ``warm_start`` (no operator application; ``grad`` may be None), else
+  ``method.init(problem, x)``."""
   start = getattr(method, "warm_start", None)
   if start is None:
     return method.init(problem, x)
   return start(problem, x, residual, grad, objective)
 
 
+def _check_budget(value) -> None:
+  if value is None:
+    return
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+    raise ValueError(f"DRS max_policy_steps must be a non-negative integer or None, got "
+                     f"{value!r}.")
+
+
 @struct.dataclass
 class DRS:
   """Learned-step method with a guaranteed safeguard and a classical tail (module docstring).
 
-  ``policy``: a rule pytree (``init``/``update``, ``jsgp.policies``: e.g. ``LearnedPolicy``
-  holding network parameters as leaves, so jit/vmap trace through it) or a plain callable
-  ``(problem, x, grad) -> d``. ``handoff``: the tail
-  method (any ``init``/``step`` method of ``jsgp.solvers``). ``max_policy_steps``: the budget of
-  policy iterations (``None``: no budget). The default, 10, is the horizon the greedy networks
-  are trained for; without a budget a policy that is always accepted but no better than the 1/L
-  step would run at PGM's speed (measured on the Fourier demo: a step network accepted for 400
-  iterations never reached a 1e-3 gap, where its 10-step budget plus the tail matches FISTA).
-
-  Relaxation-mode constants (the paper gives none): ``alpha = 0.5``; ``eta1 = 0.9`` shrinks the
-  trust in the policy slowly; ``eta2 = 0.5`` and ``beta = 1e-4`` are the usual Armijo choices;
-  ``max_backtracks = 12`` bounds the wasted work on a bad direction.
+  Attributes:
+    policy: a rule pytree (``init``/``update``, ``jsgp.policies``: e.g. a learned network holding
+      its parameters as leaves, so jit/vmap trace through it) or a plain callable
+      ``(problem, x, grad) -> d``.
+    mode: ``"safeguarded"`` (default) or ``"relaxation"`` (the paper's Algorithms 3-4).
+    handoff: the tail method (any ``init``/``step`` method of ``jsgp.solvers``).
+    max_policy_steps: the budget of policy iterations (a non-negative integer; ``None``: no
+      budget). The trained policies reach their best point in a few steps; pass the budget
+      they were trained for (``jsgp.pretrained`` policies say theirs).
+    trust_radius: a policy step is at most this many times as long as the PGM step at the same
+      point (it is shortened, not rejected).
+    alpha, eta1, eta2, beta, max_backtracks: relaxation mode (the paper gives no values):
+      ``alpha = 0.5``; ``eta1 = 0.9`` shrinks the trust in the policy slowly; ``eta2 = 0.5`` and
+      ``beta = 1e-4`` are the usual Armijo choices; ``max_backtracks = 12`` bounds the work on a
+      bad direction.
+    branchless: compute both sides of each decision and pick with ``jnp.where`` instead of
+      ``lax.cond`` (identical results). Under ``vmap`` a cond becomes a select that batches every
+      operand (network weights included) and does both branches anyway; batched drivers use
+      this form (``vmap_variant``).
   """
 
   policy: Any
   mode: str = struct.field(pytree_node=False, default="safeguarded")
   handoff: Any = FISTA(max_backtracks=0, monotone=True)
-  max_policy_steps: Optional[int] = struct.field(pytree_node=False, default=10)
+  max_policy_steps: Optional[int] = struct.field(pytree_node=False, default=5)
+  trust_radius: float = struct.field(pytree_node=False, default=10.0)
   alpha: float = struct.field(pytree_node=False, default=0.5)
   eta1: float = struct.field(pytree_node=False, default=0.9)
   eta2: float = struct.field(pytree_node=False, default=0.5)
   beta: float = struct.field(pytree_node=False, default=1e-4)
   max_backtracks: int = struct.field(pytree_node=False, default=12)
-  # lax.cond skips the work of the branch not taken; under vmap a cond becomes a select that
-  # batches every operand (network weights included) and does both branches. The branchless form
-  # computes both sides and picks with jnp.where: identical results, and what batched drivers
-  # use (``vmap_variant``).
   branchless: bool = struct.field(pytree_node=False, default=False)
 
   def __post_init__(self):
     if self.mode not in MODES:
       raise ValueError(f"DRS mode must be one of {MODES}, got {self.mode!r}.")
-    if self.max_policy_steps is not None and self.max_policy_steps < 0:
-      raise ValueError(f"max_policy_steps must be >= 0 or None, got {self.max_policy_steps}.")
+    _check_budget(self.max_policy_steps)
+    if not (isinstance(self.trust_radius, numbers.Real) and self.trust_radius > 0):
+      raise ValueError(f"DRS trust_radius must be a positive number, got {self.trust_radius!r}.")
+    policies.as_rule(self.policy)  # a clear error for something that is no policy
 
   @property
   def rule(self):
@@ -127,12 +146,19 @@ class DRS:
     return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), on, off)
 
   def init(self, problem, x0) -> DRSState:
-    residual, grad, objective = problem.first_order(x0)
+    residual = problem.residual(x0)
+    objective = problem.f_from_residual(residual) + problem.g(x0)
     dtype = jnp.real(objective).dtype
     on = self.max_policy_steps is None or self.max_policy_steps > 0
-    return DRSState(x0, residual, grad, objective, 1.0 / problem.lipschitz, jnp.int32(0),
-                    jnp.ones((), dtype), jnp.bool_(on), jnp.zeros((), dtype), jnp.int32(0),
-                    jnp.bool_(False), self.rule.init(problem, x0, grad),
+    zero = jnp.int32(0)
+    # A stateful rule (e.g. Barzilai-Borwein) starts from the gradient at x0; a stateless policy
+    # needs none, and the A^T is saved (the first policy step forms it).
+    rule = self.rule
+    grad = (problem.grad_from_residual(residual) if getattr(rule, "init_uses_grad", True)
+            else None)
+    return DRSState(x0, residual, objective, (1.0 / problem.lipschitz).astype(dtype), zero,
+                    jnp.ones((), dtype), jnp.bool_(on), jnp.zeros((), dtype), zero, zero,
+                    jnp.bool_(False), rule.init(problem, x0, grad),
                     warm_start(self.handoff, problem, x0, residual, grad, objective))
 
   def step(self, problem, state: DRSState) -> DRSState:
@@ -144,7 +170,7 @@ class DRS:
 
   def _tail_step(self, problem, state: DRSState) -> DRSState:
     tail = self.handoff.step(problem, state.tail)
-    return state._replace(x=tail.x, objective=tail.objective,
+    return state._replace(x=tail.x, residual=tail.residual, objective=tail.objective,
                           stepsize=jnp.asarray(tail.stepsize, state.stepsize.dtype),
                           backtracks=jnp.asarray(tail.backtracks, jnp.int32),
                           decrease_ratio=jnp.zeros_like(state.decrease_ratio),
@@ -152,41 +178,54 @@ class DRS:
 
   def _finish(self, problem, state, x, residual, objective, keep_policy, **fields) -> DRSState:
     """The policy iteration's new state; starts the tail where the policy phase ends."""
-    grad = problem.grad_from_residual(residual)
     steps = state.policy_steps + 1
     if self.max_policy_steps is not None:
       keep_policy = keep_policy & (steps < self.max_policy_steps)
     tail = self._cond(keep_policy, lambda *_: state.tail,
-                      lambda *a: warm_start(self.handoff, *a), problem, x, residual, grad,
+                      lambda *a: warm_start(self.handoff, *a), problem, x, residual, None,
                       objective)
-    return state._replace(x=x, residual=residual, grad=grad, objective=objective,
-                          use_policy=keep_policy, policy_steps=steps, tail=tail, **fields)
+    return state._replace(x=x, residual=residual, objective=objective, use_policy=keep_policy,
+                          policy_steps=steps, tail=tail, held=jnp.bool_(False), **fields)
 
-  def _policy(self, problem, state: DRSState):
-    """``(d, policy_state)`` with the shape checked (a scalar or the canvas shape)."""
-    d, policy_state = self.rule.update(problem, state.policy_state, state.x, state.grad)
+  def _policy(self, problem, state: DRSState, grad):
+    """``(d, usable, policy_state)``: the proposal with entries that are not finite and positive
+    replaced by ``1/L`` (so the arithmetic stays finite), and whether all of them were."""
+    d, policy_state = self.rule.update(problem, state.policy_state, state.x, grad)
+    name = type(self.policy).__name__
+    if d is None or not hasattr(d, "shape") and not isinstance(d, numbers.Number):
+      raise TypeError(f"policy {name} returned {type(d).__name__}; a policy returns a scalar "
+                      f"stepsize or a diagonal of the canvas shape {jnp.shape(state.x)}")
     if jnp.ndim(d) and jnp.shape(d) != jnp.shape(state.x):
-      raise ValueError(f"policy {type(self.policy).__name__} returned shape {jnp.shape(d)}; a "
-                       f"policy returns a scalar stepsize or a diagonal of the canvas shape "
-                       f"{jnp.shape(state.x)}")
-    return d, policy_state
+      raise ValueError(f"policy {name} returned shape {jnp.shape(d)}; a policy returns a scalar "
+                       f"stepsize or a diagonal of the canvas shape {jnp.shape(state.x)}")
+    d = jnp.asarray(d)
+    if not jnp.issubdtype(d.dtype, jnp.floating):
+      raise TypeError(f"policy {name} returned dtype {d.dtype}; expected a real floating array")
+    valid = jnp.isfinite(d) & (d > 0)
+    t_lipschitz = (1.0 / problem.lipschitz).astype(state.x.dtype)
+    return jnp.where(valid, d, t_lipschitz).astype(state.x.dtype), jnp.all(valid), policy_state
+
+  def _shorten(self, step, z2):
+    """The factor ``c <= 1`` that makes ``||c step|| <= trust_radius ||z2||``."""
+    length, limit = jnp.sqrt(sum_squares(step)), self.trust_radius * jnp.sqrt(sum_squares(z2))
+    return jnp.where(length > limit, limit / jnp.maximum(length, jnp.finfo(length.dtype).tiny),
+                     1.0).astype(step.dtype)
 
   # -- safeguarded mode --------------------------------------------------------------------------
 
   def _safeguarded_step(self, problem, state: DRSState) -> DRSState:
     dtype = state.objective.dtype
     t_lipschitz = (1.0 / problem.lipschitz).astype(dtype)
-    d, policy_state = self._policy(problem, state)
-    usable = jnp.isfinite(d) & (d > 0)
-    d_safe = jnp.where(usable, d, t_lipschitz).astype(state.x.dtype)
-    candidate = problem.forward_backward(state.x, state.grad, d_safe)
-    r_candidate = problem.residual(candidate)
+    grad = problem.grad_from_residual(state.residual)
+    d, usable, policy_state = self._policy(problem, state, grad)
+    z2 = problem.forward_backward(state.x, grad, t_lipschitz) - state.x
+    proposal = problem.forward_backward(state.x, grad, d)
+    c = self._shorten(proposal - state.x, z2)
+    candidate = state.x + c * (proposal - state.x)
+    # A(x + c (p - x)) - y = (1 - c) r + c r_p: the fresh residual of the proposal, combined.
+    r_candidate = combine(state.residual, problem.residual(proposal), c)
     f_candidate = problem.f_from_residual(r_candidate) + problem.g(candidate)
-    z2 = problem.forward_backward(state.x, state.grad, t_lipschitz) - state.x
-    bound = state.objective - 0.5 * problem.lipschitz * sum_squares(z2)
-    # A policy output with a non-finite or non-positive entry is a failed proposal: rejected
-    # (its candidate, computed with those entries at 1/L, only keeps the arithmetic finite).
-    accept = (jnp.isfinite(f_candidate) & (f_candidate <= bound) & jnp.all(usable)
+    accept = (usable & jnp.isfinite(f_candidate) & (f_candidate <= state.objective)
               & jnp.all(jnp.isfinite(candidate)))
 
     def conservative(_):
@@ -196,11 +235,13 @@ class DRS:
 
     x, residual, objective = self._cond(
         accept, lambda _: (candidate, r_candidate, f_candidate), conservative, None)
-    miss = (f_candidate - bound) / jnp.abs(state.objective)
-    step_used = jnp.where(accept, jnp.nan_to_num(jnp.mean(d_safe).astype(dtype)), t_lipschitz)
+    miss = (f_candidate - state.objective) / jnp.abs(state.objective)
+    step_used = jnp.where(accept, c * jnp.mean(d).astype(dtype), t_lipschitz)
     return self._finish(problem, state, x, residual, objective, accept,
                         stepsize=step_used, backtracks=jnp.int32(0),
-                        decrease_ratio=jnp.nan_to_num(miss, nan=1.0, posinf=1.0).astype(dtype),
+                        decrease_ratio=jnp.where(usable, jnp.nan_to_num(
+                            miss, nan=1.0, posinf=1.0), 1.0).astype(dtype),
+                        accepted=state.accepted + accept.astype(jnp.int32),
                         policy_state=policy_state)
 
   # -- relaxation mode (the paper's Algorithms 3-4) ----------------------------------------------
@@ -208,21 +249,23 @@ class DRS:
   def _relaxation_step(self, problem, state: DRSState) -> DRSState:
     dtype = state.objective.dtype
     t_lipschitz = (1.0 / problem.lipschitz).astype(dtype)
-    z2 = problem.forward_backward(state.x, state.grad, t_lipschitz) - state.x
-    d, policy_state = self._policy(problem, state)
-    x_tilde = problem.forward_backward(state.x, state.grad, d)
+    grad = problem.grad_from_residual(state.residual)
+    z2 = problem.forward_backward(state.x, grad, t_lipschitz) - state.x
+    d, usable, policy_state = self._policy(problem, state, grad)
+    x_tilde = problem.forward_backward(state.x, grad, d)
     grad_tilde = problem.grad(x_tilde)
     z1 = problem.forward_backward(x_tilde, grad_tilde, t_lipschitz) - state.x
+    z1 = self._shorten(z1, z2) * z1
     g1 = state.gamma1
     norm1, norm2 = jnp.sqrt(sum_squares(z1)), jnp.sqrt(sum_squares(z2))
-    mix = (g1 * norm1 > self.alpha * (1.0 - g1) * norm2) & jnp.isfinite(norm1)
+    mix = (g1 * norm1 > self.alpha * (1.0 - g1) * norm2) & jnp.isfinite(norm1) & usable
     z = jnp.where(mix, g1 * z1 + (1.0 - g1) * z2, z2)
     z = jnp.where(jnp.isfinite(z), z, 0.0)  # z is discarded below if mix, and z2 is finite
     search_kw = dict(beta=self.beta, shrink=self.eta2, max_reductions=self.max_backtracks)
 
     def search(z):
       residual_full = problem.residual(state.x + z)
-      delta = composite_decrease(problem, state.x, state.grad, z)
+      delta = composite_decrease(problem, state.x, grad, z)
       return armijo(problem, state.x, state.residual, state.objective, z, residual_full, delta,
                     **search_kw), residual_full, delta
 
@@ -234,10 +277,11 @@ class DRS:
     residual = combine(state.residual, r_full, second.gamma)
     keep = ok & mix
     gamma1 = jnp.where(keep, g1 * self.eta1 ** first.reductions.astype(dtype), g1)
-    step_used = jnp.where(keep, jnp.nan_to_num(jnp.mean(d).astype(dtype)), t_lipschitz)
+    step_used = jnp.where(keep, jnp.mean(d).astype(dtype), t_lipschitz)
     ratio = jnp.nan_to_num(delta / jnp.abs(state.objective), nan=1.0, posinf=1.0)
     return self._finish(problem, state, x, residual, second.objective, keep,
                         stepsize=step_used,
                         backtracks=first.reductions + jnp.where(ok, 0, second.reductions),
-                        gamma1=gamma1, decrease_ratio=ratio.astype(dtype),
+                        gamma1=gamma1, decrease_ratio=jnp.where(usable, ratio, 1.0).astype(dtype),
+                        accepted=state.accepted + keep.astype(jnp.int32),
                         policy_state=policy_state)

@@ -28,7 +28,9 @@ class PGM:
     return self.warm_start(problem, x0, *problem.first_order(x0))
 
   def warm_start(self, problem, x0, residual, grad, objective) -> PGMState:
-    """The initial state at ``x0`` from quantities already computed."""
+    """The initial state at ``x0`` from quantities already computed (``grad``: None forms it)."""
+    if grad is None:
+      grad = problem.grad_from_residual(residual)
     step = (1.0 / problem.lipschitz).astype(jnp.real(objective).dtype)
     return PGMState(x0, residual, grad, objective, step, jnp.int32(0))
 

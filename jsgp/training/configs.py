@@ -81,12 +81,34 @@ class UnrolledConfig(_JsonConfig):
     return self.num_steps
 
 
+def _policy_config():
+  from jsgp.training.policy import PolicyTrainingConfig  # pylint: disable=import-outside-toplevel
+  return PolicyTrainingConfig
+
+
 KINDS = {"greedy": GreedyConfig, "unrolled": UnrolledConfig}
+LAZY_KINDS = {"policy": _policy_config}  # kinds whose module imports this one
+
+
+def _all_kinds():
+  return {**KINDS, **{kind: load() for kind, load in LAZY_KINDS.items()}}
+
+
+def net_from_dict(saved: Dict[str, Any]):
+  """A network configuration from its ``to_dict`` form (``kind`` names the architecture; absent:
+  the U-Net, as recorded before other architectures existed)."""
+  from jsgp import policy_nets  # pylint: disable=import-outside-toplevel
+  saved = dict(saved)
+  kind = saved.pop("kind", "unet")
+  if kind not in policy_nets.ARCHITECTURES:
+    raise ValueError(f"unknown network architecture {kind!r}; expected one of "
+                     f"{sorted(policy_nets.ARCHITECTURES)}")
+  return policy_nets.ARCHITECTURES[kind](**saved)
 
 
 def kind_of(config) -> str:
   """The checkpoint kind of a configuration object."""
-  for kind, cls in KINDS.items():
+  for kind, cls in _all_kinds().items():
     if isinstance(config, cls):
       return kind
   raise TypeError(f"not a training configuration: {type(config).__name__}")
@@ -95,13 +117,16 @@ def kind_of(config) -> str:
 def from_dict(kind: str, saved: Dict[str, Any]):
   """The configuration of ``kind`` from its ``to_dict`` form; ``ValueError`` for an unknown kind
   or setting (a checkpoint written by a newer jsgp)."""
-  if kind not in KINDS:
-    raise ValueError(f"unknown training kind {kind!r}; expected one of {sorted(KINDS)}")
-  cls = KINDS[kind]
+  kinds = _all_kinds()
+  if kind not in kinds:
+    raise ValueError(f"unknown training kind {kind!r}; expected one of {sorted(kinds)}")
+  cls = kinds[kind]
   saved = dict(saved)
   task = dict(saved.pop("task"))
   task["image_shape"] = tuple(task["image_shape"])
   unknown = set(saved) - {f.name for f in dataclasses.fields(cls)}
   if unknown:
     raise ValueError(f"settings this version of jsgp does not know: {sorted(unknown)}")
-  return cls(task=Task(**task), net=nets.UNetConfig(**saved.pop("net")), **saved)
+  tuples = {f.name for f in dataclasses.fields(cls) if isinstance(f.default, tuple)}
+  saved = {k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in saved.items()}
+  return cls(task=Task(**task), net=net_from_dict(saved.pop("net")), **saved)

@@ -38,11 +38,17 @@ def state_from_variables(config, variables) -> TrainState:
   return TrainState(variables["params"], variables["batch_stats"], opt_state, jnp.int32(0))
 
 
-def init_state(config, in_shape: Tuple[int, int]) -> TrainState:
-  """A fresh network for canvases ``in_shape`` (key ``config.seed``) and its optimiser state."""
-  variables = nets.init_network(config.net, jax.random.PRNGKey(config.seed),
-                                tuple(in_shape) + (policies.NUM_INPUT_CHANNELS,))
-  return state_from_variables(config, variables)
+def init_state(config, in_shape: Optional[Tuple[int, int]] = None) -> TrainState:
+  """A fresh ``config.net`` for the canvases of ``config.task`` (key ``config.seed``) and its
+  optimiser state. ``in_shape``: another canvas shape for a U-Net (which takes any)."""
+  key = jax.random.PRNGKey(config.seed)
+  if in_shape is not None and getattr(config.net, "kind", "unet") == "unet":
+    variables = nets.init_network(config.net, key,
+                                  tuple(in_shape) + (policies.NUM_INPUT_CHANNELS,))
+  else:
+    variables = config.net.init(key, config.task.synthesis)
+  return state_from_variables(config, {"params": variables["params"],
+                                       "batch_stats": variables.get("batch_stats", {})})
 
 
 def variables_of(state: TrainState):

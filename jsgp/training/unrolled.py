@@ -141,7 +141,7 @@ def calibrate_batch_stats(net: nets.UNetConfig, variables, inputs: jax.Array):
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
-def _pgm_network_inputs(problems: L1Problem, num_steps: int, max_inputs: int) -> jax.Array:
+def pgm_network_inputs(problems: L1Problem, num_steps: int, max_inputs: int) -> jax.Array:
   """Network inputs at ``x_0 .. x_{T-1}`` of PGM on each problem, at most ``max_inputs``."""
   x0 = problems.zeros()
   xs = run_batch(PGM(), problems, x0, num_steps - 1, unroll=True, remat=False,
@@ -165,7 +165,7 @@ def initial_variables(config: UnrolledConfig, problems: L1Problem):
     return policy.variables
   shape = tuple(problems.op.in_shape) + (policies.NUM_INPUT_CHANNELS,)
   variables = nets.init_network(config.net, jax.random.PRNGKey(config.seed), shape)
-  inputs = _pgm_network_inputs(problems, config.unroll_steps, 256)
+  inputs = pgm_network_inputs(problems, config.unroll_steps, 256)
   logging.info("from scratch: BatchNorm statistics calibrated on %d PGM iterates",
                inputs.shape[0])
   return calibrate_batch_stats(config.net, variables, inputs)
