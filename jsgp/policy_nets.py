@@ -104,6 +104,16 @@ class _SubbandModule(nn.Module):
     return _bounded(nn.Dense(1, kernel_init=zeros, bias_init=zeros)(h)[:, 0], self.max_log_scale)
 
 
+def check_subbands(trained: int, problem, name: str) -> None:
+  """Refuse a problem whose wavelet has another number of sub-bands than the network's."""
+  have = problem.synthesis.num_subbands
+  if trained != have:
+    raise ValueError(
+        f"{name} was trained for a {trained}-sub-band wavelet (level {(trained - 1) // 3}); this "
+        f"problem's {problem.synthesis.wavelet} level-{problem.synthesis.level} transform of a "
+        f"{tuple(problem.synthesis.image_shape)} image has {have}")
+
+
 def _spread(values: jax.Array, index: np.ndarray) -> jax.Array:
   """Per-sub-band ``values`` ``(B,)`` on the canvas (0 in gaps)."""
   return jnp.where(index >= 0, values[np.maximum(index, 0)], 0.0)
@@ -129,6 +139,7 @@ class SubbandMLP:
                                                    jnp.zeros((HORIZON,)))["params"]}
 
   def log_scale(self, variables, problem, x, grad, k):
+    check_subbands(variables["params"]["embedding"].shape[0], problem, "SubbandMLP")
     s = self._module(problem.synthesis).apply({"params": variables["params"]},
                                               subband_statistics(problem, x, grad),
                                               _iteration_features(k))
@@ -150,6 +161,7 @@ class SubbandTable:
 
   def log_scale(self, variables, problem, x, grad, k):
     del grad
+    check_subbands(variables["params"]["table"].shape[1], problem, "SubbandTable")
     row = variables["params"]["table"][jnp.minimum(k, self.horizon - 1)]
     return _spread(_bounded(row, self.max_log_scale), subbands_of(problem)).astype(x.dtype)
 

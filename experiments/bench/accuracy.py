@@ -71,12 +71,45 @@ def driver_contender(name: str, label: str, family: str, method) -> peers.Conten
   return peers.Contender(name, label, family, trace, solve)
 
 
-def contenders(cfg: BenchConfig, notes: List[str]) -> Dict[str, peers.Contender]:
+LEARNED = "drs_policy"
+NORMALIZED_GAP_TASKS = ("deblur", "ct")  # F* ~ 0 (noiseless, tiny lam): gap over F(x0) - F*
+
+
+def gap_label(task_name: str) -> str:
+  return ("(F_k - F*) / (F_0 - F*)" if task_name in NORMALIZED_GAP_TASKS
+          else "(F_k - F*) / F*")
+
+
+def learned_solver(cfg: BenchConfig, task_name: str):
+  """``(label, DRS)`` with the ``--policy`` policy of ``task_name`` and the budget it was trained
+  for; None when the task has no policy there."""
+  from jsgp import pretrained  # pylint: disable=import-outside-toplevel
+  from jsgp.solvers import DRS  # pylint: disable=import-outside-toplevel
+  if cfg.policy == "pretrained":
+    if task_name not in pretrained.available():
+      return None
+    prefix, source = os.path.join(pretrained.DATA_DIR, task_name), "pretrained"
+  else:
+    prefix, source = os.path.join(cfg.policy, task_name), cfg.policy
+    if not os.path.exists(prefix + ".json"):
+      return None
+  policy, manifest = pretrained.load(prefix)
+  budget = int(manifest.get("policy_steps", 5))
+  label = f"DRS safeguarded + {manifest['net']['kind']} ({source}, H={budget})"
+  return label, DRS(policy, max_policy_steps=budget)
+
+
+def contenders(cfg: BenchConfig, notes: List[str], task_name: str) -> Dict[str, peers.Contender]:
   from experiments.bench.measure import make_method  # pylint: disable=import-outside-toplevel
-  del notes
-  canvas = task_of("inpainting", cfg).synthesis.in_shape
+  canvas = task_of(task_name, cfg).synthesis.in_shape
   out = {m: driver_contender(m, registry.label(m), "jsgp", make_method(m, canvas, cfg))
          for m in cfg.accuracy_methods}
+  if cfg.policy:
+    learned = learned_solver(cfg, task_name)
+    if learned is None:
+      notes.append(f"no {task_name} policy in --policy={cfg.policy}")
+    else:
+      out[LEARNED] = driver_contender(LEARNED, learned[0], "learned", learned[1])
   if cfg.peers:
     out["fista_bt"] = driver_contender("fista_bt", "FISTA-bt (textbook)", "peer", peers.FistaBT())
     if peers.jaxopt_available():
@@ -119,18 +152,24 @@ def describe(task: Task, cfg: BenchConfig, index: int, problem) -> Dict[str, Any
 
 
 def task_of(name: str, cfg) -> Task:
-  """The accuracy mode's task: ``--size``, ``--rate``, ``--noise_sigma``, ``--pattern``."""
-  return Task(name, (cfg.size, cfg.size), rate=cfg.rate, noise_sigma=cfg.noise_sigma,
-              pattern=cfg.pattern)
+  """The accuracy mode's task: ``--size`` (CT: ``--ct_size``, ``--ct_views``), ``--rate``,
+  ``--noise_sigma``, ``--pattern``, ``lam`` the paper's x ``--lam_multiplier``."""
+  from jsgp.problems import PAPER_LAM  # pylint: disable=import-outside-toplevel
+  size = cfg.ct_size if name == "ct" else cfg.size
+  return Task(name, (size, size), rate=cfg.rate, noise_sigma=cfg.noise_sigma,
+              pattern=cfg.pattern, n_views=cfg.ct_views,
+              lam=PAPER_LAM[name] * getattr(cfg, "lam_multiplier", 1.0))
 
 
 def accuracy_task(name: str, images: np.ndarray, cfg: BenchConfig,
                   solvers: Dict[str, peers.Contender]) -> Dict[str, Any]:
   task = task_of(name, cfg)
+  normalized = name in NORMALIZED_GAP_TASKS
   targets = target_values(cfg)
   n_img, steps = len(images), cfg.tta_iters
   out: Dict[str, Any] = {"task": repr(task), "images": n_img, "cap": steps, "references": [],
                          "targets": {t: {"per_image": []} for t in targets},
+                         "gap": gap_label(name),
                          "families": {c: s.family for c, s in solvers.items()},
                          "labels": {c: s.label for c, s in solvers.items()}}
   traces = {c: [] for c in solvers}
@@ -147,6 +186,7 @@ def accuracy_task(name: str, images: np.ndarray, cfg: BenchConfig,
                               os.path.join(cfg.out_dir, "refs"), cfg.reference_tol,
                               cfg.reference_max_iters)
     nmse_star = float(metrics(p64, image64, jnp.asarray(ref.x))[1])
+    scale = float(metrics(p64, image64, x0)[0]) - ref.F if normalized else ref.F
     out["references"].append({"F": ref.F, "residual": ref.residual, "iterations": ref.iterations,
                               "seconds": ref.seconds, "cached": ref.cached, "nmse_db": nmse_star})
     print(f"  image {i}: F* {ref.F:.10e}, fixed-point residual {ref.residual:.1e} after "
@@ -158,7 +198,7 @@ def accuracy_task(name: str, images: np.ndarray, cfg: BenchConfig,
         compiled_trace[c] = jax.jit(solver.trace, static_argnums=(4,)).lower(
             problem, p64, x0, image64, steps).compile()
       F, nmse = (np.asarray(a, np.float64) for a in compiled_trace[c](problem, p64, x0, image64))
-      gap = (F - ref.F) / ref.F
+      gap = (F - ref.F) / scale
       traces[c].append(gap)
       ks[c] = {gap_key(g): first_reached(gap, g) for g in cfg.gaps}
       ks[c][nmse_key(cfg.tta_db)] = first_reached(nmse, nmse_star + cfg.tta_db)
@@ -184,9 +224,12 @@ def accuracy_task(name: str, images: np.ndarray, cfg: BenchConfig,
         seconds = median(times[c])
         row["methods"][c] = {"iters": k, "seconds": seconds,
                              "ratio": paired_ratio(times[c], times[fastest]),
-                             "gap": (float(F_k) - ref.F) / ref.F, "nmse_db": float(nmse_k)}
+                             "gap": (float(F_k) - ref.F) / scale, "nmse_db": float(nmse_k)}
         if k:
           spi[c].append(seconds / k)
+      classical = [row["methods"][c]["seconds"] for c in jobs if solvers[c].family == "jsgp"]
+      if LEARNED in jobs and classical:
+        row["learned_speedup"] = min(classical) / row["methods"][LEARNED]["seconds"]
       out["targets"][t]["per_image"].append(row)
       print(f"    {t:>16s}: " + ", ".join(
           f"{c} {e['iters']} it {e['seconds'] * 1e3:.1f} ms" if e["iters"] is not None else
@@ -194,7 +237,11 @@ def accuracy_task(name: str, images: np.ndarray, cfg: BenchConfig,
   out["seconds_per_iter"] = {c: (median(v) if v else None) for c, v in spi.items()}
   out["curves"] = {c: curve(np.stack(traces[c]), out["seconds_per_iter"][c]) for c in solvers}
   for t in targets:
-    out["targets"][t]["summary"] = summarize_target(out["targets"][t]["per_image"], solvers)
+    entry = out["targets"][t]
+    entry["summary"] = summarize_target(entry["per_image"], solvers)
+    if LEARNED in solvers:
+      speedups = [row.get("learned_speedup") for row in entry["per_image"]]
+      entry["learned_speedup"] = speedups
   return out
 
 
@@ -318,7 +365,6 @@ def run_accuracy(cfg: BenchConfig, env: Dict[str, Any], notes: List[str]) -> Dic
   from experiments.bench.config import ACCURACY, ALL_TASKS  # pylint: disable=import-outside-toplevel
   from experiments.bench.measure import images_for  # pylint: disable=import-outside-toplevel
   names = ACCURACY["tasks"] if cfg.tasks == ALL_TASKS else cfg.tasks
-  solvers = contenders(cfg, notes)
   missing = {}
   if cfg.peers:
     if not peers.jaxopt_available():
@@ -333,7 +379,8 @@ def run_accuracy(cfg: BenchConfig, env: Dict[str, Any], notes: List[str]) -> Dic
       print(notes[-1], flush=True)
   tasks = {}
   for name in names:
-    images = images_for(name, cfg, cfg.images, notes)
+    solvers = contenders(cfg, notes, name)
+    images = images_for(name, cfg, cfg.images, notes, held_out=True)
     tasks[name] = accuracy_task(name, images, cfg, solvers)
     if cfg.peers and "scico" not in missing:
       print(f"  SCICO ({cfg.scico_python}) on {name} ...", flush=True)
@@ -361,6 +408,7 @@ def markdown(report) -> str:
               f"{max(r['iterations'] for r in refs)} iterations; NMSE* "
               + ", ".join(f"{r['nmse_db']:.2f}" for r in refs) + " dB.", ""]
     targets = list(t["targets"])
+    lines += [f"gap = {t.get('gap', '(F_k - F*) / F*')}", ""]
     lines.append("| method | " + " | ".join(
         f"{tg}: its | s | x best | verified" for tg in targets) + " |")
     lines.append("|---|" + "---|---|---|---|" * len(targets))
@@ -374,6 +422,12 @@ def markdown(report) -> str:
         cells.append(f"{_cell(e['iters'], '.0f')}{reached} | {_cell(e['seconds'], '.4f')} | "
                      f"{_cell(e['ratio'], '.2f')} | {_cell(verified, spec)}")
       lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for tg in targets:
+      speedups = t["targets"][tg].get("learned_speedup")
+      if speedups is not None:
+        cells = ", ".join("-" if v is None else f"{v:.2f}" for v in speedups)
+        lines.append(f"- learned speedup at {tg} (fastest jsgp classical seconds / learned "
+                     f"seconds, per image): {cells}")
     scico = t.get("scico")
     if scico and "error" not in scico:
       lines += ["", f"SCICO {scico['versions']['scico']} (jax {scico['versions']['jax']}, its own "

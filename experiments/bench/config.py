@@ -17,8 +17,10 @@ QUICK = {  # what --quick changes (flags given explicitly on the command line wi
     "iters": 20, "ct_iters": 3, "repeats": 3, "batch_sizes": (1, 8), "batch_iters": 3,
     "ct_batch_sizes": (),
 }
-ACCURACY_TASKS = ("inpainting", "fourier", "deblur")
-ACCURACY = {"tasks": ("inpainting", "fourier"), "size": 128}  # --mode=accuracy defaults
+ACCURACY_TASKS = ("inpainting", "fourier", "deblur", "ct")
+ACCURACY = {"tasks": ("inpainting", "fourier"), "size": 128,  # --mode=accuracy defaults
+            "ct_size": 128}
+POLICY_CHOICES = ("", "pretrained")
 DEFAULT_ACCURACY_METHODS = tuple(getattr(methods, "ACCURACY_METHODS", ("pgm", "fista_b", "sgp_bb")))
 SCICO_RULES = ("const", "bb", "abb", "ls")
 
@@ -46,6 +48,11 @@ class BenchConfig:
   accuracy_methods: Tuple[str, ...] = option(
       DEFAULT_ACCURACY_METHODS, "Accuracy mode: jsgp methods (registry names of kind "
       "classical, or learned with --checkpoint_dir).")
+  policy: str = option("", "Accuracy mode: also run DRS (default safeguarded mode) with learned "
+                       "policies: 'pretrained' (jsgp.pretrained, the shipped ones) or a folder "
+                       "of <task>.msgpack/<task>.json policy files "
+                       "(experiments.train_policy); empty: none.")
+  lam_multiplier: float = option(1.0, "Accuracy mode: lam = the task's paper value x this.")
   rate: float = option(0.5, "Accuracy mode: sampling rate (inpainting, fourier).")
   noise_sigma: float = option(0.0, "Accuracy mode: measurement noise std (0-255 scale).")
   pattern: str = option("variable_density", "Accuracy mode: k-space sampling (fourier).",
@@ -117,6 +124,11 @@ class BenchConfig:
     kinds = ("classical", "learned") if self.checkpoint_dir else ("classical",)
     methods.check_names("accuracy_methods", self.accuracy_methods, [
         n for n, spec in methods.REGISTRY.items() if spec.kind in kinds])
+    if self.policy and self.policy != "pretrained" and not os.path.isdir(self.policy):
+      raise ValueError(f"--policy must be 'pretrained' or a folder of policy files; "
+                       f"{self.policy!r} is not a folder")
+    if not self.lam_multiplier > 0:
+      raise ValueError(f"--lam_multiplier must be > 0, got {self.lam_multiplier}.")
     if self.repeats < 5:
       raise ValueError(f"--repeats must be >= 5 in accuracy mode, got {self.repeats}.")
     if not self.gaps or not all(0 < g < 1 for g in self.gaps):

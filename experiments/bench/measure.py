@@ -84,14 +84,26 @@ def ct_available() -> Optional[str]:
   return None
 
 
-def images_for(name: str, cfg: BenchConfig, count: int, notes: List[str]) -> np.ndarray:
-  """``count`` images (cycled if the set is smaller) for task ``name``, ``(count, H, W)``."""
+N_CT_TRAIN = 15  # the real slices a policy trains on (experiments.train_policy)
+
+
+def images_for(name: str, cfg: BenchConfig, count: int, notes: List[str],
+               held_out: bool = False) -> np.ndarray:
+  """``count`` images (cycled if the set is smaller) for task ``name``, ``(count, H, W)``: the
+  test split; CT with ``held_out``: the slices after the first ``N_CT_TRAIN``."""
   dtype = np.dtype(cfg.dtype)
   if name != "ct":
     images = load_images(cfg.data_dir, "test", cfg.size, dtype=dtype)
   else:
     try:
-      images = load_ct_slices(cfg.ct_data_dir, cfg.ct_size, n=min(count, 20), dtype=dtype)
+      if held_out:
+        images = load_ct_slices(cfg.ct_data_dir, cfg.ct_size, n=min(N_CT_TRAIN + count, 20),
+                                dtype=dtype)[N_CT_TRAIN:]
+        if not len(images):
+          raise ValueError(f"no held-out CT slices at {cfg.ct_data_dir} (the first {N_CT_TRAIN} "
+                           "train the policies)")
+      else:
+        images = load_ct_slices(cfg.ct_data_dir, cfg.ct_size, n=min(count, 20), dtype=dtype)
     except (FileNotFoundError, ValueError) as err:
       from skimage import data as skdata, transform  # pylint: disable=import-outside-toplevel
       note = (f"CT: no slices at {cfg.ct_data_dir} ({err}); using the Shepp-Logan phantom "

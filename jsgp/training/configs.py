@@ -94,6 +94,13 @@ def _all_kinds():
   return {**KINDS, **{kind: load() for kind, load in LAZY_KINDS.items()}}
 
 
+def net_to_dict(net) -> Dict[str, Any]:
+  """A network configuration as JSON-able settings plus its ``kind``."""
+  out = json.loads(json.dumps(dataclasses.asdict(net)))
+  out["kind"] = net.kind
+  return out
+
+
 def net_from_dict(saved: Dict[str, Any]):
   """A network configuration from its ``to_dict`` form (``kind`` names the architecture; absent:
   the U-Net, as recorded before other architectures existed)."""

@@ -1,0 +1,98 @@
+"""Train a stepsize policy through the default DRS and write it as a jsgp policy file.
+
+  python -m experiments.train_policy --flagfile=experiments/configs/policy_inpainting.flags
+
+trains ``--arch`` on ``--n_train`` training images (BSDS500 train split at ``--data_dir``, the real
+CT slices' train split for ``ct``, or the embedded set), each with its own sampling rate, noise
+and ``lam`` drawn from the ranges (``jsgp.training.policy``), and writes ``<out>.msgpack`` /
+``<out>.json`` (``jsgp.pretrained.save``; the manifest records every flag). The shipped policies in
+``jsgp/pretrained_data`` were written by the flagfiles ``experiments/configs/policy_*.flags`` with
+``--out=jsgp/pretrained_data/<task>``. Interrupted runs resume from ``--checkpoint_dir``.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("task", "inpainting", ["inpainting", "fourier", "deblur", "ct"], "Task.")
+flags.DEFINE_enum("arch", "subband_mlp", ["subband_mlp", "subband_table", "coefficient_mlp",
+                                          "coarse_unet", "unet"], "Policy architecture.")
+flags.DEFINE_string("data_dir", "embedded", "BSDS500 (or CT slices for ct) directory, or "
+                    "'embedded' for the scikit-image samples.")
+flags.DEFINE_integer("image_size", 64, "Training image side.")
+flags.DEFINE_integer("n_train", 64, "Training images (first of the train split).")
+flags.DEFINE_integer("num_steps", 400, "Optimiser steps.")
+flags.DEFINE_integer("batch_size", 8, "Problems per step.")
+flags.DEFINE_integer("policy_steps", 5, "Policy iterations H (DRS max_policy_steps).")
+flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate.")
+flags.DEFINE_integer("reference_iters", 2000, "Iterations of the x* solves.")
+flags.DEFINE_list("rate_range", ["0.3", "0.7"], "Sampling rates drawn per image.")
+flags.DEFINE_list("noise_range", ["0", "5"], "Noise std (0-255) drawn per image.")
+flags.DEFINE_list("lam_range", ["0.5", "2"], "lam multipliers drawn per image (log-uniform).")
+flags.DEFINE_float("lam", None, "Base lam (default: the paper's for the task).")
+flags.DEFINE_string("pattern", "uniform", "Fourier sampling pattern.")
+flags.DEFINE_integer("n_views", 144, "CT views.")
+flags.DEFINE_integer("seed", 0, "Seed.")
+flags.DEFINE_string("out", None, "Output prefix (writes <out>.msgpack and <out>.json).")
+flags.DEFINE_string("checkpoint_dir", None, "Checkpoints (resume) directory.")
+flags.DEFINE_string("cache_dir", "out/cache", "x* cache directory.")
+flags.mark_flag_as_required("out")
+
+RECORDED_FLAGS = ("task", "arch", "data_dir", "image_size", "n_train", "num_steps", "batch_size",
+                  "policy_steps", "learning_rate", "reference_iters", "rate_range", "noise_range",
+                  "lam_range", "lam", "pattern", "n_views", "seed")
+N_CT_TRAIN = 15  # the first 15 of the 20 real slices; the last 5 are held out
+
+
+def training_images(task: str, data_dir: str, size: int, n: int):
+  from jsgp import data  # pylint: disable=import-outside-toplevel
+  if task == "ct":
+    if data.is_embedded(data_dir):
+      raise ValueError("ct trains on the real slices: pass --data_dir=<CT png16 folder>")
+    return data.load_ct_slices(data_dir, size, min(n, N_CT_TRAIN))
+  return data.load_images(data_dir, "train", size, n)
+
+
+def build_config():
+  from jsgp import policy_nets  # pylint: disable=import-outside-toplevel
+  from jsgp.problems import Task  # pylint: disable=import-outside-toplevel
+  from jsgp.training.policy import PolicyTrainingConfig  # pylint: disable=import-outside-toplevel
+  task = Task(FLAGS.task, image_shape=(FLAGS.image_size,) * 2, lam=FLAGS.lam,
+              pattern=FLAGS.pattern, n_views=FLAGS.n_views)
+  net = policy_nets.ARCHITECTURES[FLAGS.arch]()
+  pair = lambda values: tuple(float(v) for v in values)
+  return PolicyTrainingConfig(
+      task=task, net=net, policy_steps=FLAGS.policy_steps, num_steps=FLAGS.num_steps,
+      batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
+      reference_iters=FLAGS.reference_iters, rate_range=pair(FLAGS.rate_range),
+      noise_range=pair(FLAGS.noise_range), lam_range=pair(FLAGS.lam_range))
+
+
+def main(argv):
+  del argv
+  from jsgp import pretrained  # pylint: disable=import-outside-toplevel
+  from jsgp.training.policy import train_policy  # pylint: disable=import-outside-toplevel
+  config = build_config()
+  images = training_images(FLAGS.task, FLAGS.data_dir, FLAGS.image_size, FLAGS.n_train)
+  logging.info("training %s policy for %s on %d images of %dpx", FLAGS.arch, FLAGS.task,
+               len(images), FLAGS.image_size)
+  start = time.time()
+  result = train_policy(config, images, checkpoint_dir=FLAGS.checkpoint_dir,
+                        cache_dir=FLAGS.cache_dir)
+  manifest = dict(
+      task=FLAGS.task, policy_steps=FLAGS.policy_steps, training=config.to_dict(),
+      flags={name: FLAGS[name].value for name in RECORDED_FLAGS},
+      data=("embedded" if FLAGS.data_dir in ("", "embedded") else os.path.basename(
+          os.path.normpath(FLAGS.data_dir))) + f" train split, {len(images)} images",
+      trained_size=FLAGS.image_size, size_multiple=1, min_size=16,
+      final_loss=float(result.losses[-1]) if len(result.losses) else None,
+      train_seconds=round(time.time() - start, 1))
+  path = pretrained.save(FLAGS.out, result.variables, config.net, manifest)
+  print(f"wrote {path} (loss {manifest['final_loss']:.3f}, {manifest['train_seconds']:.0f}s)")
+
+
+if __name__ == "__main__":
+  app.run(main)

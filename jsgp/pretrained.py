@@ -1,0 +1,155 @@
+"""Pretrained stepsize policies shipped with jsgp, one per task.
+
+  >>> from jsgp import pretrained, DRS  # doctest: +SKIP
+  >>> method = DRS(pretrained.policy("inpainting"))
+  >>> result = jsgp.solvers.solve(method, problem, problem.zeros(), 500)
+
+A policy is two files in ``jsgp/pretrained_data``: ``<task>.msgpack`` (the network's variables,
+``flax.serialization``) and ``<task>.json`` (the manifest: architecture, the training
+configuration and data it was trained on, the image sizes it accepts, its held-out
+time-to-accuracy and the sha256 of the msgpack file, which the loader verifies). The same
+``save`` / ``load`` pair reads and writes policies anywhere on disk (``experiments.train_policy``
+writes them).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained_data")
+FORMAT = 1
+
+
+class PolicyFileError(ValueError):
+  """A policy file that is missing, corrupted or not a jsgp policy."""
+
+
+def _paths(prefix: str) -> Tuple[str, str]:
+  return prefix + ".msgpack", prefix + ".json"
+
+
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as stream:
+    for block in iter(lambda: stream.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def available() -> Tuple[str, ...]:
+  """The tasks with a shipped policy, sorted."""
+  if not os.path.isdir(DATA_DIR):
+    return ()
+  return tuple(sorted(name[:-5] for name in os.listdir(DATA_DIR) if name.endswith(".json")))
+
+
+def save(prefix: str, variables: Dict[str, Any], net, manifest: Dict[str, Any]) -> str:
+  """Write ``<prefix>.msgpack`` and ``<prefix>.json`` (``manifest`` plus the architecture and the
+  checksum); returns the manifest path."""
+  from flax import serialization  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  weights, meta = _paths(prefix)
+  os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+  state = jax.tree_util.tree_map(np.asarray, dict(variables))
+  with open(weights + ".tmp", "wb") as stream:
+    stream.write(serialization.msgpack_serialize(state))
+  os.replace(weights + ".tmp", weights)
+  from jsgp.training.configs import net_to_dict  # pylint: disable=import-outside-toplevel
+  record = dict(manifest, format=FORMAT, net=net_to_dict(net), weights=os.path.basename(weights),
+                sha256=_sha256(weights), bytes=os.path.getsize(weights))
+  with open(meta + ".tmp", "w", encoding="utf-8") as stream:
+    json.dump(record, stream, indent=1, sort_keys=True)
+  os.replace(meta + ".tmp", meta)
+  return meta
+
+
+def read_manifest(prefix: str) -> Dict[str, Any]:
+  """The manifest ``<prefix>.json``; ``PolicyFileError`` naming the file if it is absent or not a
+  jsgp policy manifest."""
+  meta = _paths(prefix)[1]
+  if not os.path.exists(meta):
+    raise PolicyFileError(f"no policy manifest {meta}")
+  try:
+    with open(meta, encoding="utf-8") as stream:
+      record = json.load(stream)
+  except (OSError, ValueError) as err:
+    raise PolicyFileError(f"policy manifest {meta} is unreadable ({err}); reinstall jsgp or "
+                          "retrain the policy (python -m experiments.train_policy)") from err
+  for key in ("format", "net", "sha256", "task"):
+    if not isinstance(record, dict) or key not in record:
+      raise PolicyFileError(f"{meta} is not a jsgp policy manifest (no {key!r})")
+  if record["format"] != FORMAT:
+    raise PolicyFileError(f"{meta} has format {record['format']}; this jsgp reads {FORMAT}")
+  return record
+
+
+def load(prefix: str):
+  """``(policy, manifest)`` from ``<prefix>.msgpack`` / ``.json``; the weights' sha256 must match
+  the manifest's (``PolicyFileError`` naming the file otherwise)."""
+  from flax import serialization  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from jsgp import policies  # pylint: disable=import-outside-toplevel
+  from jsgp.training.configs import net_from_dict  # pylint: disable=import-outside-toplevel
+  record = read_manifest(prefix)
+  weights = _paths(prefix)[0]
+  if not os.path.exists(weights):
+    raise PolicyFileError(f"policy weights {weights} are missing")
+  if _sha256(weights) != record["sha256"]:
+    raise PolicyFileError(f"policy weights {weights} are corrupted (sha256 does not match "
+                          f"{_paths(prefix)[1]}); reinstall jsgp or retrain the policy")
+  try:
+    net = net_from_dict(record["net"])
+    with open(weights, "rb") as stream:
+      state = serialization.msgpack_restore(stream.read())
+  except Exception as err:  # pylint: disable=broad-except
+    raise PolicyFileError(f"policy {weights} cannot be read ({err})") from err
+  variables = {"params": state.get("params", {}), "batch_stats": state.get("batch_stats", {})}
+  variables = {k: _to_jax(v, jnp) for k, v in variables.items()}
+  return policies.LearnedPolicy(variables, net), record
+
+
+def _to_jax(tree, jnp):
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.tree_util.tree_map(jnp.asarray, tree)
+
+
+def manifest(task: str) -> Dict[str, Any]:
+  """The shipped manifest of ``task``'s policy."""
+  return read_manifest(_prefix(task))
+
+
+def _prefix(task: str) -> str:
+  tasks = available()
+  if task not in tasks:
+    raise ValueError(f"no pretrained policy for task {task!r}; available: {list(tasks)}")
+  return os.path.join(DATA_DIR, task)
+
+
+def check_shape(record: Dict[str, Any], image_shape) -> None:
+  """Refuse an image shape the policy's network cannot take (``ValueError`` naming both)."""
+  multiple = int(record.get("size_multiple", 1))
+  minimum = int(record.get("min_size", 16))
+  shape = tuple(int(s) for s in image_shape)
+  if any(s < minimum or s % multiple for s in shape):
+    raise ValueError(f"the {record['task']} policy takes images whose sides are multiples of "
+                     f"{multiple} and at least {minimum}; got {shape}")
+
+
+def policy(task: str):
+  """The shipped policy of ``task`` (``"inpainting"``, ``"fourier"``, ``"deblur"``, ``"ct"``),
+  a ``jsgp.policies.LearnedPolicy`` for ``jsgp.solvers.DRS``; ``max_policy_steps`` of the
+  default DRS is the number it was trained for (``manifest(task)["policy_steps"]``)."""
+  return load(_prefix(task))[0]
+
+
+def solver(task: str, **kwargs):
+  """``DRS`` with the shipped policy of ``task`` and the policy budget it was trained for
+  (``kwargs`` go to ``DRS``)."""
+  from jsgp.solvers import DRS  # pylint: disable=import-outside-toplevel
+  learned, record = load(_prefix(task))
+  kwargs.setdefault("max_policy_steps", int(record.get("policy_steps", 5)))
+  return DRS(learned, **kwargs)
