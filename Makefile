@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo demo-train test test-slow bench clean
 
 $(STAMP): setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,12 @@ $(STAMP): setup.cfg setup.py
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# The shipped pretrained policies against classical methods; trains nothing (a few minutes).
 demo: $(STAMP)
+	$(PY) -m experiments.demo
+
+# The paper's protocol end to end on the Fourier task: trains its networks first (~10 min).
+demo-train: $(STAMP)
 	$(PY) -m experiments.fourier --flagfile=experiments/configs/fourier_demo.flags
 
 test: $(STAMP)

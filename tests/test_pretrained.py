@@ -1,0 +1,94 @@
+"""The shipped policies: loading, checks, and solves that keep DRS's guarantee."""
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jsgp import pretrained
+from jsgp.data import load_images
+from jsgp.problems import Task, simulate
+from jsgp.solvers import DRS, FISTA, solve
+
+TASKS = ("inpainting", "fourier", "deblur", "ct")
+
+
+def test_every_task_has_a_shipped_policy_with_a_manifest():
+  assert pretrained.available() == tuple(sorted(TASKS))
+  for task in TASKS:
+    record = pretrained.manifest(task)
+    assert record["task"] == task and record["policy_steps"] >= 1
+    assert os.path.getsize(os.path.join(pretrained.DATA_DIR, task + ".msgpack")) == record["bytes"]
+
+
+def test_unknown_task_is_refused_naming_the_available_ones():
+  with pytest.raises(ValueError, match="no pretrained policy for task 'denoise'.*inpainting"):
+    pretrained.policy("denoise")
+
+
+def _copy(tmp_path, task="inpainting"):
+  prefix = str(tmp_path / task)
+  for ext in (".msgpack", ".json"):
+    shutil.copy(os.path.join(pretrained.DATA_DIR, task + ext), prefix + ext)
+  return prefix
+
+
+def test_a_corrupted_weights_file_is_refused_naming_it(tmp_path):
+  prefix = _copy(tmp_path)
+  with open(prefix + ".msgpack", "r+b") as stream:
+    stream.seek(100)
+    byte = stream.read(1)
+    stream.seek(100)
+    stream.write(bytes([byte[0] ^ 0xFF]))
+  with pytest.raises(pretrained.PolicyFileError, match="inpainting.msgpack are corrupted"):
+    pretrained.load(prefix)
+
+
+def test_a_broken_manifest_is_refused_naming_it(tmp_path):
+  prefix = _copy(tmp_path)
+  with open(prefix + ".json", "w") as stream:
+    stream.write("{not json")
+  with pytest.raises(pretrained.PolicyFileError, match="inpainting.json is unreadable"):
+    pretrained.load(prefix)
+  os.remove(prefix + ".json")
+  with pytest.raises(pretrained.PolicyFileError, match="no policy manifest"):
+    pretrained.load(prefix)
+
+
+def test_a_copy_loads_to_the_same_policy(tmp_path):
+  loaded, record = pretrained.load(_copy(tmp_path))
+  shipped = pretrained.policy("inpainting")
+  assert record == pretrained.manifest("inpainting")
+  same = jax.tree_util.tree_map(lambda a, b: bool(jnp.all(a == b)), loaded.variables,
+                                shipped.variables)
+  assert all(jax.tree_util.tree_leaves(same))
+
+
+def test_a_wavelet_the_network_was_not_trained_for_is_refused():
+  image = jnp.asarray(load_images(None, "test", 64, n=1)[0])
+  problem = simulate(Task("inpainting", (64, 64), level=2), image, jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="trained for a 10-sub-band wavelet"):
+    solve(pretrained.solver("inpainting"), problem, max_iter=2)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_shipped_policy_solves_are_monotone_and_converge(task):
+  """Any image size (here 48 px, not the training size): the policy phase never raises F,
+  its steps are kept, and the solve reaches the hand-off method's accuracy."""
+  image = jnp.asarray(load_images(None, "test", 48, n=1)[0])
+  problem = simulate(Task(task, (48, 48), pattern="uniform", n_views=48), image,
+                     jax.random.PRNGKey(1))
+  method = pretrained.solver(task)
+  result = solve(method, problem, max_iter=300, tol=-1)
+  objective = np.asarray(result.history.objective)
+  assert np.all(np.isfinite(objective))
+  assert np.all(np.diff(objective) <= 1e-6 * objective[:-1])
+  assert int(result.state.accepted) >= 1
+  fista = np.asarray(solve(FISTA(max_backtracks=0, monotone=True), problem, max_iter=300,
+                           tol=-1).history.objective)
+  long_run = solve(FISTA(max_backtracks=0), problem, max_iter=4000, tol=-1).history.objective
+  f_star = min(float(np.min(np.asarray(long_run))), objective[-1], fista[-1])
+  start = objective[0] - f_star
+  assert objective[-1] - f_star <= 2 * (fista[-1] - f_star) + 1e-6 * start
