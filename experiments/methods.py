@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 from jsgp import policies
 from jsgp.solvers import DRS, FISTA, PGM, SGP, SpaRSA
 
-KINDS = ("classical", "reference", "learned", "oracle", "direct")
+KINDS = ("classical", "reference", "learned", "policy", "oracle", "direct")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +20,8 @@ class MethodSpec:
     label: row label in tables and legends.
     color: matplotlib colour of its curves.
     kind: ``classical`` (a solver needing nothing), ``reference`` (a classical solver run to
-      convergence), ``learned`` (DRS with a trained policy), ``oracle`` (DRS with the greedy
+      convergence), ``learned`` (DRS with a policy the run trains), ``policy`` (DRS with a
+      policy file: ``--policy=pretrained`` or a folder, nothing trained), ``oracle`` (DRS with the greedy
       oracle, which needs ``x*``) or ``direct`` (the direct-mapping U-Net, not a solver).
     head: ``"step"`` or ``"diag"`` for learned and oracle methods.
     training: ``"greedy"`` or ``"unrolled"`` for learned methods.
@@ -44,7 +45,7 @@ class MethodSpec:
     greedy oracle of ``x_star`` on the log-stepsize ``grid`` (oracle)."""
     if self.kind in ("classical", "reference"):
       return self.make()
-    if self.kind == "learned":
+    if self.kind in ("learned", "policy"):
       if policy is None:
         raise ValueError(f"{self.name} needs a trained policy")
       return DRS(policy)
@@ -79,6 +80,7 @@ REGISTRY: Dict[str, MethodSpec] = {spec.name: spec for spec in (
                "unrolled"),
     MethodSpec("diag_unrolled", "Diag-learned SGP, unrolled", "tab:pink", "learned", "diag",
                "unrolled"),
+    MethodSpec("drs_policy", "DRS safeguarded + policy file (--policy)", "crimson", "policy"),
     MethodSpec("step_oracle", "Greedy oracle, step", "tab:cyan", "oracle", "step"),
     MethodSpec("diag_oracle", "Greedy oracle, diagonal", "black", "oracle", "diag"),
     MethodSpec("unet_direct", "U-Net (direct)", "tab:purple", "direct"),

@@ -178,13 +178,14 @@ def run_direct(direct, problems, images, curve_iters: int) -> MethodRun:
 
 
 def evaluate_case(cfg: ProtocolConfig, case: Case, test_images: np.ndarray,
-                  solvers: Dict[str, Any], direct, key) -> Tuple[Any, Dict[str, MethodRun]]:
-  """Every method of ``cfg.methods`` on the test images measured under ``case``."""
+                  solvers: Dict[str, Any], direct, key, run_methods: Sequence[str]
+                  ) -> Tuple[Any, Dict[str, MethodRun]]:
+  """Every method of ``run_methods`` on the test images measured under ``case``."""
   images = jnp.asarray(test_images)
   problems = simulate_batch(case.task, images, key)
   curve_iters = max(cfg.fista_iters, cfg.learned_iters)
   runs: Dict[str, MethodRun] = {}
-  for name in cfg.methods:
+  for name in run_methods:
     spec = methods.REGISTRY[name]
     if spec.kind == "reference":
       runs[name] = run_converged(problems, images, cfg.converged_iters)
@@ -218,20 +219,28 @@ def run(cfg: ProtocolConfig) -> Dict[str, Dict[str, dict]]:
   logging.info("%d training and %d test images of %dx%d", len(train_images), len(test_images),
                cfg.image_size, cfg.image_size)
 
-  learned = [n for n in cfg.methods if methods.REGISTRY[n].kind == "learned"]
+  run_methods = list(cfg.methods)
+  learned = [n for n in run_methods if methods.REGISTRY[n].kind == "learned"]
+  if cfg.policy:  # a policy file replaces the learned methods: nothing is trained for them
+    run_methods = [n for n in run_methods if n not in learned] + ["drs_policy"]
+    learned = []
   heads = [methods.REGISTRY[n].head for n in learned]
   policies, seconds = trained_policies(cfg, train_images, heads, "greedy", mesh)
-  if cfg.unrolled_train_steps:  # refine the greedy networks through unrolled DRS iterations
+  if cfg.unrolled_train_steps and heads:  # refine the greedy networks through unrolled DRS
     refined, refine_seconds = trained_policies(cfg, train_images, heads, "unrolled")
     policies = refined
     seconds = {head: seconds[head] + refine_seconds[head] for head in heads}
   solvers = {n: methods.REGISTRY[n].solver(policies[methods.REGISTRY[n].head]) for n in learned}
-  solvers.update({n: methods.REGISTRY[n].solver() for n in cfg.methods
+  solvers.update({n: methods.REGISTRY[n].solver() for n in run_methods
                   if methods.REGISTRY[n].kind == "classical"})
   train_seconds = {n: seconds[methods.REGISTRY[n].head] for n in learned}
+  if cfg.policy:
+    from jsgp import pretrained  # pylint: disable=import-outside-toplevel
+    policy_label, solvers["drs_policy"] = pretrained.solver_from(cfg.policy, cfg.task)
+    logging.info("evaluating %s (no training)", policy_label)
 
   direct = None
-  if "unet_direct" in cfg.methods:
+  if "unet_direct" in run_methods:
     start = time.time()
     direct = train_direct(cfg, train_images)
     train_seconds["unet_direct"] = time.time() - start
@@ -241,7 +250,7 @@ def run(cfg: ProtocolConfig) -> Dict[str, Dict[str, dict]]:
   for i, case in enumerate(cases):
     logging.info("case %s (%d/%d)", case.name, i + 1, len(cases))
     problems, runs = evaluate_case(cfg, case, test_images, solvers, direct,
-                                   jax.random.PRNGKey(10_000 + cfg.seed * 100 + i))
+                                   jax.random.PRNGKey(10_000 + cfg.seed * 100 + i), run_methods)
     results[case.name] = report.summarize(runs)
     safe = case.name.replace("%", "pct")
     report.plot_curves(os.path.join(cfg.out_dir, f"nmse_vs_iteration_{safe}.png"), case.name,
@@ -256,5 +265,5 @@ def run(cfg: ProtocolConfig) -> Dict[str, Dict[str, dict]]:
           "config": dataclasses.asdict(cfg)}
   report.write_json(os.path.join(cfg.out_dir, "results.json"),
                     {"meta": meta, "results": results})
-  print(report.write_tables(cfg.out_dir, task, results, meta, cfg.methods, cfg.learned_iters))
+  print(report.write_tables(cfg.out_dir, task, results, meta, run_methods, cfg.learned_iters))
   return results

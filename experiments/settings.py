@@ -65,6 +65,10 @@ class ProtocolConfig:
       "tables report (beyond the paper; networks go to <head>_image directories). DRS keeps its "
       "monotone convergence to x* either way.", choices=training.configs.TARGETS)
   seed: int = option(0, "Seed of measurements, initialisation and minibatches.")
+  policy: str = option("", "Evaluate DRS with a policy file instead of training: 'pretrained' "
+                       "(the shipped jsgp.pretrained policy of the task) or a folder of "
+                       "<task>.msgpack/<task>.json files (experiments.train_policy). Its row "
+                       "(drs_policy) replaces the learned methods, which are not trained.")
   methods: Tuple[str, ...] = option(methods.PROTOCOL_METHODS, "Methods to run, from "
                                     f"{methods.PROTOCOL_METHODS}.")
   learned_iters: int = option(20, "Iterations reported for the learned methods.")
@@ -121,6 +125,10 @@ class ProtocolConfig:
       if views < 1:
         raise ValueError(f"--n_views and --test_n_views must be >= 1, got {views}")
     methods.check_names("methods", self.methods, methods.PROTOCOL_METHODS)
+    if self.policy:
+      from jsgp import pretrained  # pylint: disable=import-outside-toplevel
+      if pretrained.find(self.policy, self.task) is None:
+        raise ValueError(f"--policy={self.policy} has no {self.task} policy")
     for name in POSITIVE_INTS:
       if getattr(self, name) < 1:
         raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")

@@ -146,6 +146,37 @@ def policy(task: str):
   return load(_prefix(task))[0]
 
 
+def find(source: str, task: str) -> Optional[str]:
+  """The file prefix of ``task``'s policy in ``source``: ``"pretrained"`` (the shipped ones) or a
+  folder of ``<task>.msgpack`` / ``<task>.json`` files; None when ``source`` has none for ``task``.
+
+  Raises:
+    ValueError: ``source`` is neither ``"pretrained"`` nor an existing folder.
+  """
+  if source == "pretrained":
+    return os.path.join(DATA_DIR, task) if task in available() else None
+  if not os.path.isdir(source):
+    raise ValueError(f"a policy source is 'pretrained' or a folder of policy files; "
+                     f"{source!r} is not a folder")
+  prefix = os.path.join(source, task)
+  return prefix if os.path.exists(prefix + ".json") else None
+
+
+def solver_from(source: str, task: str, **kwargs):
+  """``(label, DRS)`` with ``task``'s policy from ``source`` (see ``find``) and the policy budget
+  it was trained for, or None when ``source`` has no policy for ``task``."""
+  from jsgp.solvers import DRS  # pylint: disable=import-outside-toplevel
+  prefix = find(source, task)
+  if prefix is None:
+    return None
+  learned, record = load(prefix)
+  kwargs.setdefault("max_policy_steps", int(record.get("policy_steps", 5)))
+  method = DRS(learned, **kwargs)
+  label = (f"DRS {method.mode} + {record['net']['kind']} "
+           f"({os.path.basename(os.path.normpath(source))}, H={kwargs['max_policy_steps']})")
+  return label, method
+
+
 def solver(task: str, **kwargs):
   """``DRS`` with the shipped policy of ``task`` and the policy budget it was trained for
   (``kwargs`` go to ``DRS``)."""

@@ -42,7 +42,25 @@ def test_experiment_writes_finite_results_for_every_method_and_case(task, tmp_pa
   assert "Step-learned SGP@3" in table and "FISTA-b@4" in table
 
 
+def test_policy_flag_evaluates_the_shipped_policy_without_training(tmp_path):
+  """``--policy=pretrained``: the learned methods are replaced by DRS with the shipped policy;
+  nothing is trained (no checkpoint directory appears)."""
+  argv = ["prog", f"--flagfile={ROOT}/experiments/configs/fourier_demo.flags", *TINY,
+          "--test_rates=0.5", "--lam_multipliers=", "--pattern=uniform",
+          "--methods=fista_b,step_learned,diag_learned", "--policy=pretrained",
+          f"--out_dir={tmp_path}"]
+  protocol.run(cli.parse(ProtocolConfig, argv, task="fourier"))
+  with open(tmp_path / "results.json") as f:
+    results = json.load(f)["results"]
+  for case, runs in results.items():
+    assert set(runs) == {"fista_b", "drs_policy"}, case
+    assert math.isfinite(runs["drs_policy"]["nmse_mean"])
+  assert not os.path.exists(tmp_path / "checkpoints")
+  assert "DRS safeguarded + policy file" in (tmp_path / "results.md").read_text()
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--policy=/nonexistent/policies"], "/nonexistent/policies' is not a folder"),
     (["--train_rate=1.5"], "train_rate must be in"),
     (["--test_rates=0.3,0"], "test_rates must be in"),
     (["--test_noise_sigmas=-5"], "noise sigma must be >= 0"),

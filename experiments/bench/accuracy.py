@@ -84,19 +84,7 @@ def learned_solver(cfg: BenchConfig, task_name: str):
   """``(label, DRS)`` with the ``--policy`` policy of ``task_name`` and the budget it was trained
   for; None when the task has no policy there."""
   from jsgp import pretrained  # pylint: disable=import-outside-toplevel
-  from jsgp.solvers import DRS  # pylint: disable=import-outside-toplevel
-  if cfg.policy == "pretrained":
-    if task_name not in pretrained.available():
-      return None
-    prefix, source = os.path.join(pretrained.DATA_DIR, task_name), "pretrained"
-  else:
-    prefix, source = os.path.join(cfg.policy, task_name), cfg.policy
-    if not os.path.exists(prefix + ".json"):
-      return None
-  policy, manifest = pretrained.load(prefix)
-  budget = int(manifest.get("policy_steps", 5))
-  label = f"DRS safeguarded + {manifest['net']['kind']} ({source}, H={budget})"
-  return label, DRS(policy, max_policy_steps=budget)
+  return pretrained.solver_from(cfg.policy, task_name)
 
 
 def contenders(cfg: BenchConfig, notes: List[str], task_name: str) -> Dict[str, peers.Contender]:
