@@ -1,19 +1,18 @@
 """The one driver of every method, in two modes, and the one batched runner.
 
-A method is a pytree with two pure functions (the optax/optimistix shape):
-  ``init(problem, x0) -> state`` and ``step(problem, state) -> state``.
-Every method's state is a NamedTuple with at least the fields
-  ``x`` (the iterate), ``objective`` (F(x)), ``stepsize`` (the step used to reach ``x``) and
-  ``backtracks`` (line-search reductions spent on that step),
-which the driver records in a fixed-size history so that whole runs stay jit-able. The recorded
+A method is a pytree with two pure functions (the optax/optimistix shape),
+``init(problem, x0) -> state`` and ``step(problem, state) -> state``; its state's required fields
+and the optional hooks are declared in ``jsgp.solvers.protocol``. The driver records ``x``'s
+objective, stepsize and backtracks in a fixed-size history so that whole runs stay jit-able. The recorded
 objective is the true one: no method updates the residual ``A x - y`` incrementally (each forms
 it fresh from ``x``, or as a convex combination of fresh residuals), so nothing drifts in float32.
 
 Modes of :func:`run`:
-  * solving (default): ``jax.lax.while_loop`` until ``max_iter`` or the stopping rule, relative
-    objective change ``|F_k - F_{k+1}| <= tol * |F_k|`` (``tol = 0`` runs ``max_iter`` steps
+  * solving (default): ``jax.lax.while_loop`` until ``max_iter``, the stopping rule (relative
+    objective change ``|F_k - F_{k+1}| <= tol * |F_k|``; ``tol = 0`` runs ``max_iter`` steps
     unless the objective stops changing altogether, e.g. ``y = 0``; ``tol < 0`` never stops, even
-    where the objective no longer changes);
+    where the objective no longer changes), or a non-finite objective; ``Result.status`` says
+    which (``protocol.CONVERGED`` / ``MAX_ITER`` / ``NON_FINITE``);
   * differentiating (``unroll=True``): ``jax.lax.scan`` of exactly ``max_iter`` steps, each a
     ``jax.checkpoint`` (``remat``) so reverse mode stores one state per step; ``record(problem,
     state)`` after each step is stacked in ``Result.trace``.
@@ -36,6 +35,8 @@ import numpy as np
 
 from jsgp import distributed, validation
 from jsgp.metrics import nmse_db
+from jsgp.solvers import protocol
+from jsgp.solvers.protocol import CONVERGED, MAX_ITER, NON_FINITE
 
 
 class History(NamedTuple):
@@ -55,8 +56,19 @@ class Result(NamedTuple):
   state: Any            # the method's final state
   history: History
   num_iter: jax.Array   # steps taken (int32)
-  converged: jax.Array  # bool: stopped by the tolerance rather than max_iter
+  converged: jax.Array  # bool: stopped by the tolerance (status == CONVERGED)
+  status: jax.Array     # int32: protocol.CONVERGED, MAX_ITER or NON_FINITE (the run stopped
+                        # at the step whose objective was NaN / inf); unroll mode: MAX_ITER
   trace: Any = None     # unroll mode: ``record(problem, state)`` after steps 1..max_iter, stacked
+
+
+def status_name(status) -> str:
+  """``"converged"``, ``"max_iter"`` or ``"non_finite"`` for a (concrete, scalar) status."""
+  return protocol.STATUS_NAMES[int(status)]
+
+
+def _status(converged, broken) -> jax.Array:
+  return jnp.where(broken, NON_FINITE, jnp.where(converged, CONVERGED, MAX_ITER)).astype(jnp.int32)
 
 
 def _entry(state, problem, reference, dtype) -> History:
@@ -81,6 +93,7 @@ def run(method, problem, x0: jax.Array, max_iter: int, tol=0.0,
   against which NMSE is recorded each iteration (costs one wavelet synthesis per iteration).
   ``unroll``: the differentiable mode (module docstring); ``tol`` is then ignored.
   """
+  protocol.check_method(method)
   state = method.init(problem, x0)
   dtype = jnp.real(state.objective).dtype
   first = _entry(state, problem, reference, dtype)
@@ -92,18 +105,22 @@ def run(method, problem, x0: jax.Array, max_iter: int, tol=0.0,
   history = _record(History(nan, nan, nan, nan), 0, first)
 
   def cond(carry):
-    k, _, _, converged = carry
-    return (k < max_iter) & ~converged
+    k, _, _, converged, broken = carry
+    return (k < max_iter) & ~converged & ~broken
 
   def body(carry):
-    k, state, history, _ = carry
+    k, state, history, _, _ = carry
     new = method.step(problem, state)
     converged = _stops(state.objective, new, tol)
-    return k + 1, new, _record(history, k + 1, _entry(new, problem, reference, dtype)), converged
+    broken = ~jnp.isfinite(new.objective)
+    return (k + 1, new, _record(history, k + 1, _entry(new, problem, reference, dtype)),
+            converged & ~broken, broken)
 
-  k, state, history, converged = jax.lax.while_loop(
-      cond, body, (jnp.int32(0), state, history, jnp.bool_(False)))
-  return Result(x=state.x, state=state, history=history, num_iter=k, converged=converged)
+  broken0 = ~jnp.isfinite(state.objective)
+  k, state, history, converged, broken = jax.lax.while_loop(
+      cond, body, (jnp.int32(0), state, history, jnp.bool_(False), broken0))
+  return Result(x=state.x, state=state, history=history, num_iter=k, converged=converged,
+                status=_status(converged, broken))
 
 
 def _unrolled(method, problem, state, first: History, num_steps: int, reference, remat: bool,
@@ -122,23 +139,18 @@ def _unrolled(method, problem, state, first: History, num_steps: int, reference,
                                               length=num_steps)
   history = jax.tree_util.tree_map(lambda h0, h: jnp.concatenate([h0[None], h]), first, entries)
   return Result(x=state.x, state=state, history=history, num_iter=jnp.int32(num_steps),
-                converged=jnp.bool_(False), trace=trace)
+                converged=jnp.bool_(False), status=jnp.int32(MAX_ITER), trace=trace)
 
 
 def _stops(previous: jax.Array, new_state, tol) -> jax.Array:
   """The stopping rule: ``|F_k - F_{k+1}| <= tol |F_k|``, never for ``tol < 0``, nor after a
   step that held ``x`` by design (``new_state.held``, e.g. monotone FISTA rejecting a
   proposal: F is unchanged, yet the method moves on)."""
-  held = jnp.asarray(getattr(new_state, "held", False), bool)
   change = jnp.abs(previous - new_state.objective)
-  return (tol >= 0) & (change <= tol * jnp.abs(previous)) & ~held
+  return (tol >= 0) & (change <= tol * jnp.abs(previous)) & ~protocol.held(new_state)
 
 
-def for_vmap(method):
-  """The form of ``method`` to use under ``vmap``: ``method.vmap_variant()`` if it defines one
-  (e.g. ``DRS`` without ``lax.cond``), else ``method`` itself."""
-  variant = getattr(method, "vmap_variant", None)
-  return method if variant is None else variant()
+for_vmap = protocol.for_vmap
 
 
 def run_batch(method, problems, x0: jax.Array, max_iter: int, tol=0.0,
@@ -170,6 +182,7 @@ def _batched_while(method, problems, x0, max_iter: int, tol, reference) -> Resul
   has stopped; a stopped instance's state and history are frozen (exactly what ``vmap(run)``
   computes, with an unbatched counter)."""
   ref_axis = None if reference is None else 0
+  protocol.check_method(method)
   state = jax.vmap(method.init)(problems, x0)
   dtype = jnp.real(state.objective).dtype
   entry = jax.vmap(functools.partial(_entry, dtype=dtype), in_axes=(0, 0, ref_axis))
@@ -180,23 +193,26 @@ def _batched_while(method, problems, x0, max_iter: int, tol, reference) -> Resul
                           jnp.ones((batch,), bool))
 
   def cond(carry):
-    k, _, _, active, _, _ = carry
+    k, _, _, active, _, _, _ = carry
     return (k < max_iter) & jnp.any(active)
 
   def body(carry):
-    k, state, history, active, num_iter, converged = carry
+    k, state, history, active, num_iter, converged, broken = carry
     new = step(problems, state)
-    stop = _stops(state.objective, new, tol)
+    bad = ~jnp.isfinite(new.objective)
+    stop = _stops(state.objective, new, tol) & ~bad
     state = jax.tree_util.tree_map(lambda a, b: _where(active, a, b), new, state)
     history = _record_batch(history, k + 1, entry(new, problems, reference), active)
-    return (k + 1, state, history, active & ~stop, num_iter + active.astype(jnp.int32),
-            converged | (active & stop))
+    return (k + 1, state, history, active & ~stop & ~bad, num_iter + active.astype(jnp.int32),
+            converged | (active & stop), broken | (active & bad))
 
   zeros = jnp.zeros((batch,), jnp.int32)
-  _, state, history, _, num_iter, converged = jax.lax.while_loop(
-      cond, body, (jnp.int32(0), state, history, jnp.ones((batch,), bool), zeros,
-                   jnp.zeros((batch,), bool)))
-  return Result(x=state.x, state=state, history=history, num_iter=num_iter, converged=converged)
+  broken0 = ~jnp.isfinite(state.objective)
+  _, state, history, _, num_iter, converged, broken = jax.lax.while_loop(
+      cond, body, (jnp.int32(0), state, history, ~broken0, zeros,
+                   jnp.zeros((batch,), bool), broken0))
+  return Result(x=state.x, state=state, history=history, num_iter=num_iter, converged=converged,
+                status=_status(converged, broken))
 
 
 def _where(mask: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
@@ -263,6 +279,7 @@ def solve(method, problem, x0: Optional[jax.Array] = None, *, max_iter: int = 10
   ``ValueError`` for bad inputs before tracing. ``max_iter = 0`` returns ``x0``; ``tol < 0``
   runs exactly ``max_iter`` steps.
   """
+  protocol.check_method(method)
   max_iter = validation.check_integer("max_iter", max_iter, 0)
   validation.check_number("tol", tol)
   if x0 is None:

@@ -44,6 +44,7 @@ from jsgp import policies
 from jsgp.operators import sum_squares
 from jsgp.solvers.fista import FISTA
 from jsgp.solvers.linesearch import armijo, combine, composite_decrease
+from jsgp.solvers.protocol import held, warm_start
 
 MODES = ("safeguarded", "relaxation")
 
@@ -65,16 +66,6 @@ class DRSState(NamedTuple):
   held: jax.Array          # bool: the tail's last step held x by design (see the driver)
   policy_state: Any        # the policy's state (``()`` for stateless policies)
   tail: Any                # the hand-off method's state (meaningful once use_policy is False)
-
-
-def warm_start(method, problem, x, residual, grad, objective):
-  """``method``'s initial state at ``x``, from quantities already computed when the method
-  offers ``warm_start`` (no operator application; ``grad`` may be None), else
-  ``method.init(problem, x)``."""
-  start = getattr(method, "warm_start", None)
-  if start is None:
-    return method.init(problem, x)
-  return start(problem, x, residual, grad, objective)
 
 
 def _check_budget(value) -> None:
@@ -174,7 +165,7 @@ class DRS:
                           stepsize=jnp.asarray(tail.stepsize, state.stepsize.dtype),
                           backtracks=jnp.asarray(tail.backtracks, jnp.int32),
                           decrease_ratio=jnp.zeros_like(state.decrease_ratio),
-                          held=jnp.asarray(getattr(tail, "held", False)), tail=tail)
+                          held=held(tail), tail=tail)
 
   def _finish(self, problem, state, x, residual, objective, keep_policy, **fields) -> DRSState:
     """The policy iteration's new state; starts the tail where the policy phase ends."""
