@@ -19,7 +19,7 @@ EXPECTED_CASES = {"inpainting": 2, "fourier": 3, "deblur": 2, "ct": 3}
 
 
 @pytest.mark.parametrize("task", [
-    pytest.param(t, marks=() if t in ("fourier", "ct") else pytest.mark.slow)
+    pytest.param(t, marks=() if t == "fourier" else pytest.mark.slow)
     for t in sorted(EXPECTED_CASES)])
 def test_experiment_writes_finite_results_for_every_method_and_case(task, tmp_path):
   extra = {"inpainting": ["--test_rates=0.5"], "fourier": ["--test_rates=0.5"],
