@@ -63,6 +63,28 @@ def check_number(name: str, value) -> None:
     raise ValueError(f"{name} must be a real number (not NaN), got {value!r}.")
 
 
+def check_setting(owner: str, name: str, value, *, low=None, high=None, low_open=True,
+                  high_open=True, integer=False) -> None:
+  """A method's constructor setting: ``ValueError`` naming ``owner.name`` unless ``value`` is a
+  (non-bool) number within the bounds (open by default; ``None``: unbounded), whole if
+  ``integer``."""
+  kind = numbers.Integral if integer else numbers.Real
+  ok = isinstance(value, kind) and not isinstance(value, (bool, np.bool_)) and np.isfinite(value)
+  if ok and low is not None:
+    ok = value > low if low_open else value >= low
+  if ok and high is not None:
+    ok = value < high if high_open else value <= high
+  if not ok:
+    bounds = []
+    if low is not None:
+      bounds.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+      bounds.append(f"{'<' if high_open else '<='} {high:g}")
+    what = ("an integer" if integer else "a finite number") + (
+        " " + " and ".join(bounds) if bounds else "")
+    raise ValueError(f"{owner} {name} must be {what}, got {value!r}.")
+
+
 def check_shape(name: str, shape, expected) -> None:
   if tuple(shape) != tuple(expected):
     raise ValueError(f"{name} has shape {tuple(shape)}, expected {tuple(expected)}.")

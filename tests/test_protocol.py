@@ -1,5 +1,6 @@
 """The method protocol: a user-written method runs through solve, the batched runner and the
-unrolled (differentiable) mode; the driver reports why a run stopped and stops a diverged one."""
+unrolled (differentiable) mode; the driver reports why a run stopped and stops a diverged one;
+every method's settings are checked when it is built."""
 from typing import NamedTuple
 
 import jax
@@ -11,8 +12,8 @@ from skimage import data as skdata
 from skimage import transform
 
 from jsgp.problems import Task, simulate, simulate_batch
-from jsgp.solvers import (CONVERGED, MAX_ITER, NON_FINITE, FISTA, Method, run, solve,
-                          status_name)
+from jsgp.solvers import (CONVERGED, DRS, FISTA, MAX_ITER, NON_FINITE, SGP, Method, SpaRSA, run,
+                          solve, status_name)
 
 SHAPE = (32, 32)
 
@@ -112,3 +113,23 @@ def test_an_object_that_is_not_a_method_is_refused_naming_it():
 
   with pytest.raises(TypeError, match="NotAMethod is not a jsgp method"):
     solve(NotAMethod(), _problem(), max_iter=2)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: SpaRSA(memory=0), "SpaRSA memory must be an integer >= 1, got 0"),
+    (lambda: SpaRSA(memory=2.5), "SpaRSA memory must be an integer"),
+    (lambda: SpaRSA(shrink=1.0), "SpaRSA shrink must be a finite number > 0 and < 1"),
+    (lambda: SpaRSA(sigma=float("nan")), "SpaRSA sigma"),
+    (lambda: SGP(theta=0.0), "SGP theta must be a finite number > 0 and < 1"),
+    (lambda: SGP(beta=2.0), "SGP beta"),
+    (lambda: SGP(max_backtracks=-1), "SGP max_backtracks must be an integer >= 0"),
+    (lambda: FISTA(eta=1.0), "FISTA eta must be a finite number > 1"),
+    (lambda: FISTA(lipschitz0_factor=0.0), "FISTA lipschitz0_factor"),
+    (lambda: FISTA(max_backtracks=True), "FISTA max_backtracks must be an integer"),
+    (lambda: FISTA(max_backtracks=0, lipschitz0_factor=0.5), "needs backtracking"),
+    (lambda: DRS(lambda p, x, g: 1.0, eta1=1.5), "DRS eta1 must be a finite number > 0 and < 1"),
+    (lambda: DRS(lambda p, x, g: 1.0, max_backtracks=-2), "DRS max_backtracks"),
+])
+def test_method_settings_are_validated_at_construction_naming_the_field(make, message):
+  with pytest.raises(ValueError, match=message):
+    make()

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jsgp import policies
+from jsgp import policies, validation
 from jsgp.operators import sum_squares
 from jsgp.solvers.fista import FISTA
 from jsgp.solvers.linesearch import armijo, combine, composite_decrease
@@ -119,6 +119,10 @@ class DRS:
     _check_budget(self.max_policy_steps)
     if not (isinstance(self.trust_radius, numbers.Real) and self.trust_radius > 0):
       raise ValueError(f"DRS trust_radius must be a positive number, got {self.trust_radius!r}.")
+    for name in ("alpha", "eta1", "eta2", "beta"):
+      validation.check_setting("DRS", name, getattr(self, name), low=0, high=1)
+    validation.check_setting("DRS", "max_backtracks", self.max_backtracks, low=0,
+                             low_open=False, integer=True)
     policies.as_rule(self.policy)  # a clear error for something that is no policy
 
   @property

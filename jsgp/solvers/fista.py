@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jsgp import validation
 from jsgp.operators import sum_squares, vdot_real
 
 RESTARTS = (None, "gradient", "function")
@@ -61,6 +62,13 @@ class FISTA:
   def __post_init__(self):
     if self.restart not in RESTARTS:
       raise ValueError(f"FISTA restart must be one of {RESTARTS}, got {self.restart!r}.")
+    validation.check_setting("FISTA", "eta", self.eta, low=1)
+    validation.check_setting("FISTA", "lipschitz0_factor", self.lipschitz0_factor, low=0)
+    validation.check_setting("FISTA", "max_backtracks", self.max_backtracks, low=0,
+                             low_open=False, integer=True)
+    if not self.max_backtracks and self.lipschitz0_factor < 1:
+      raise ValueError("FISTA lipschitz0_factor < 1 needs backtracking (max_backtracks > 0): "
+                       "a constant step above 1/L may diverge.")
 
   def init(self, problem, x0) -> FISTAState:
     residual = problem.residual(x0)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jsgp import policies
+from jsgp import policies, validation
 from jsgp.solvers.linesearch import armijo, combine, composite_decrease
 
 
@@ -43,6 +43,12 @@ class SGP:
   beta: float = struct.field(pytree_node=False, default=1e-4)
   theta: float = struct.field(pytree_node=False, default=0.4)
   max_backtracks: int = struct.field(pytree_node=False, default=40)
+
+  def __post_init__(self):
+    validation.check_setting("SGP", "beta", self.beta, low=0, high=1)
+    validation.check_setting("SGP", "theta", self.theta, low=0, high=1)
+    validation.check_setting("SGP", "max_backtracks", self.max_backtracks, low=0, low_open=False,
+                             integer=True)
 
   def init(self, problem, x0) -> SGPState:
     residual, grad, objective = problem.first_order(x0)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jsgp import policies
+from jsgp import policies, validation
 from jsgp.operators import sum_squares
 
 
@@ -42,6 +42,13 @@ class SpaRSA:
   sigma: float = struct.field(pytree_node=False, default=1e-2)
   shrink: float = struct.field(pytree_node=False, default=0.5)
   max_backtracks: int = struct.field(pytree_node=False, default=40)
+
+  def __post_init__(self):
+    validation.check_setting("SpaRSA", "memory", self.memory, low=1, low_open=False, integer=True)
+    validation.check_setting("SpaRSA", "sigma", self.sigma, low=0, high=1, high_open=False)
+    validation.check_setting("SpaRSA", "shrink", self.shrink, low=0, high=1)
+    validation.check_setting("SpaRSA", "max_backtracks", self.max_backtracks, low=0,
+                             low_open=False, integer=True)
 
   def init(self, problem, x0) -> SpaRSAState:
     residual, grad, objective = problem.first_order(x0)
