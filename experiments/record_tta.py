@@ -41,8 +41,9 @@ def summarize(task_result: Dict[str, Any]) -> Dict[str, Any]:
     learned, best = [], []
     for image in entry["per_image"]:
       methods = image["methods"]
-      learned.append(methods[LEARNED]["iters"])
-      classical = {n: m for n, m in methods.items() if n != LEARNED and m["seconds"] is not None}
+      learned.append(methods[LEARNED].get("iters"))
+      classical = {n: m for n, m in methods.items()
+                   if n != LEARNED and m.get("seconds") is not None}
       fastest = min(classical, key=lambda n: classical[n]["seconds"]) if classical else None
       best.append(None if fastest is None else {"method": fastest,
                                                 "iters": classical[fastest]["iters"]})
