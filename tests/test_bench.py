@@ -28,6 +28,7 @@ DERIVED = ("ms_per_iter", "ms_per_iter_min", "x_floor", "x_floor_backtrack_adjus
            "x_floor_without_net", "net_share", "value")
 
 
+@pytest.mark.slow  # 23 s; the accuracy-mode run below keeps the benchmark in the default suite
 def test_bench_main_tiny(tmp_path):
   out_dir = str(tmp_path / "bench")
   # A subprocess, as a user runs it (and because the benchmark and the experiments define
