@@ -13,12 +13,13 @@ writes them).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
+
+from jsgp.checksums import sha256_of_file
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained_data")
 FORMAT = 1
@@ -30,14 +31,6 @@ class PolicyFileError(ValueError):
 
 def _paths(prefix: str) -> Tuple[str, str]:
   return prefix + ".msgpack", prefix + ".json"
-
-
-def _sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as stream:
-    for block in iter(lambda: stream.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 def available() -> Tuple[str, ...]:
@@ -60,7 +53,7 @@ def save(prefix: str, variables: Dict[str, Any], net, manifest: Dict[str, Any]) 
   os.replace(weights + ".tmp", weights)
   from jsgp.training.configs import net_to_dict  # pylint: disable=import-outside-toplevel
   record = dict(manifest, format=FORMAT, net=net_to_dict(net), weights=os.path.basename(weights),
-                sha256=_sha256(weights), bytes=os.path.getsize(weights))
+                sha256=sha256_of_file(weights), bytes=os.path.getsize(weights))
   with open(meta + ".tmp", "w", encoding="utf-8") as stream:
     json.dump(record, stream, indent=1, sort_keys=True)
   os.replace(meta + ".tmp", meta)
@@ -98,7 +91,7 @@ def load(prefix: str):
   weights = _paths(prefix)[0]
   if not os.path.exists(weights):
     raise PolicyFileError(f"policy weights {weights} are missing")
-  if _sha256(weights) != record["sha256"]:
+  if sha256_of_file(weights) != record["sha256"]:
     raise PolicyFileError(f"policy weights {weights} are corrupted (sha256 does not match "
                           f"{_paths(prefix)[1]}); reinstall jsgp or retrain the policy")
   try:

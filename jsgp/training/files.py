@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import os
 import re
 import shutil
@@ -27,6 +26,8 @@ from typing import Dict, Iterator, Optional, Tuple
 import jax
 import numpy as np
 from absl import logging
+
+from jsgp.checksums import sha256_of_file  # re-exported: files.sha256_of_file
 
 
 class DirectoryInUse(RuntimeError):
@@ -147,13 +148,6 @@ def is_disk_full(err: BaseException) -> bool:
   return False
 
 
-def sha256_of_file(path: str) -> str:
-  """The hex sha256 of the file at ``path``."""
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 def _write_and_sync(path: str, write) -> None:
