@@ -96,6 +96,7 @@ def test_remat_changes_memory_not_values():
   assert temp[8, True] - temp[4, True] < 0.5 * (temp[8, False] - temp[4, False])
 
 
+@pytest.mark.slow  # 14 s; keeps the default suite under 10 minutes
 def test_calibrated_batch_stats_make_inference_equal_training_mode():
   config, variables = _variables("diag")
   inputs = jax.random.normal(jax.random.PRNGKey(5), (6,) + tuple(TASK.synthesis.in_shape) + (3,))
@@ -254,6 +255,7 @@ def test_checkpoint_without_a_newer_defaulted_setting_still_matches(tmp_path):
     checkpoint.check_compatible(str(tmp_path), meta, _config(descent_penalty=1.0))
 
 
+@pytest.mark.slow  # 13 s; keeps the default suite under 10 minutes
 def test_image_target_loss_is_the_reported_nmse_along_the_trajectory():
   """``target="image"`` scores what the experiments report: the mean over k = 1..T of the
   driver's NMSE (dB) of ``W^T x_k`` against the original image, for the same DRS."""
