@@ -155,25 +155,29 @@ def find(source: str, task: str) -> Optional[str]:
   return prefix if os.path.exists(prefix + ".json") else None
 
 
+def _drs(prefix: str, kwargs) -> Tuple[Any, Dict[str, Any]]:
+  """``(DRS, manifest)``: the policy at ``prefix`` with the budget it was trained for, unless
+  ``kwargs`` (passed to ``DRS``) set another."""
+  from jsgp.solvers import DRS  # pylint: disable=import-outside-toplevel
+  learned, record = load(prefix)
+  kwargs = dict(kwargs)
+  kwargs.setdefault("max_policy_steps", int(record.get("policy_steps", 5)))
+  return DRS(learned, **kwargs), record
+
+
 def solver_from(source: str, task: str, **kwargs):
   """``(label, DRS)`` with ``task``'s policy from ``source`` (see ``find``) and the policy budget
   it was trained for, or None when ``source`` has no policy for ``task``."""
-  from jsgp.solvers import DRS  # pylint: disable=import-outside-toplevel
   prefix = find(source, task)
   if prefix is None:
     return None
-  learned, record = load(prefix)
-  kwargs.setdefault("max_policy_steps", int(record.get("policy_steps", 5)))
-  method = DRS(learned, **kwargs)
+  method, record = _drs(prefix, kwargs)
   label = (f"DRS {method.mode} + {record['net']['kind']} "
-           f"({os.path.basename(os.path.normpath(source))}, H={kwargs['max_policy_steps']})")
+           f"({os.path.basename(os.path.normpath(source))}, H={method.max_policy_steps})")
   return label, method
 
 
 def solver(task: str, **kwargs):
   """``DRS`` with the shipped policy of ``task`` and the policy budget it was trained for
   (``kwargs`` go to ``DRS``)."""
-  from jsgp.solvers import DRS  # pylint: disable=import-outside-toplevel
-  learned, record = load(_prefix(task))
-  kwargs.setdefault("max_policy_steps", int(record.get("policy_steps", 5)))
-  return DRS(learned, **kwargs)
+  return _drs(_prefix(task), kwargs)[0]

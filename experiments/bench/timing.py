@@ -14,7 +14,7 @@ import numpy as np
 from jsgp.operators import sum_squares
 from jsgp.prox import soft_threshold
 from jsgp.solvers import run, run_batch
-from jsgp.solvers.driver import for_vmap
+from jsgp.solvers.protocol import for_vmap
 
 # Forces exactly max_iter iterations: the driver stops when |dF| <= tol |F|, never true for tol < 0.
 NO_STOP = -1.0

@@ -150,9 +150,6 @@ def _stops(previous: jax.Array, new_state, tol) -> jax.Array:
   return (tol >= 0) & (change <= tol * jnp.abs(previous)) & ~protocol.held(new_state)
 
 
-for_vmap = protocol.for_vmap
-
-
 def run_batch(method, problems, x0: jax.Array, max_iter: int, tol=0.0,
               reference: Optional[jax.Array] = None, *, mesh=None, unroll: bool = False,
               **mode) -> Result:
@@ -164,7 +161,7 @@ def run_batch(method, problems, x0: jax.Array, max_iter: int, tol=0.0,
   does).
   """
   problems, x0, reference = distributed.constrain_batch((problems, x0, reference), mesh)
-  method = for_vmap(method)
+  method = protocol.for_vmap(method)
   if unroll:
     ref_axis = None if reference is None else 0
     one = functools.partial(run, unroll=True, **mode)

@@ -117,8 +117,7 @@ class DRS:
     if self.mode not in MODES:
       raise ValueError(f"DRS mode must be one of {MODES}, got {self.mode!r}.")
     _check_budget(self.max_policy_steps)
-    if not (isinstance(self.trust_radius, numbers.Real) and self.trust_radius > 0):
-      raise ValueError(f"DRS trust_radius must be a positive number, got {self.trust_radius!r}.")
+    validation.check_setting("DRS", "trust_radius", self.trust_radius, low=0)
     for name in ("alpha", "eta1", "eta2", "beta"):
       validation.check_setting("DRS", name, getattr(self, name), low=0, high=1)
     validation.check_setting("DRS", "max_backtracks", self.max_backtracks, low=0,
