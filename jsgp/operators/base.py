@@ -108,8 +108,8 @@ def vdot_real(u: jax.Array, v: jax.Array) -> jax.Array:
 
 def sum_squares(u: jax.Array) -> jax.Array:
   """``||u||^2`` for real or complex ``u``: scalar."""
-  if jnp.iscomplexobj(u):
-    return jnp.sum(jnp.real(u) ** 2 + jnp.imag(u) ** 2)
+  if jnp.iscomplexobj(u):  # u conj(u), not re^2 + im^2: XLA:CPU would materialise re and im
+    return jnp.sum(jnp.real(u * jnp.conj(u)))
   return jnp.sum(u * u)
 
 

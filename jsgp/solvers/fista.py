@@ -15,10 +15,14 @@ RESTARTS = (None, "gradient", "function")
 
 
 class FISTAState(NamedTuple):
+  """FISTA's state. The last step is carried as differences (``x_k - x_{k-1}`` and the matching
+  residual difference, each formed from two fresh values) rather than as ``x_{k-1}``: a loop
+  carry that only rotates buffers (``prev <- x``) costs XLA a full copy of each per iteration."""
+
   x: jax.Array               # x_k
   residual: jax.Array        # A x_k - y, computed from x_k (never accumulated)
-  prev_residual: jax.Array   # A x_{k-1} - y
-  prev_x: jax.Array          # x_{k-1}
+  residual_step: jax.Array   # (A x_k - y) - (A x_{k-1} - y), a difference of fresh residuals
+  x_step: jax.Array          # x_k - x_{k-1}
   momentum: jax.Array        # s_k
   lipschitz: jax.Array       # current backtracked L_k (stepsize = 1/L_k)
   objective: jax.Array       # F(x_k), from the fresh residual: the true objective
@@ -81,15 +85,16 @@ class FISTA:
     dtype = jnp.real(objective).dtype
     lipschitz = jnp.asarray(self.lipschitz0_factor * problem.lipschitz, dtype)
     proposal = (x0, residual) if self.monotone else (None, None)
-    return FISTAState(x0, residual, residual, x0, jnp.ones((), dtype), lipschitz, objective,
+    return FISTAState(x0, residual, jnp.zeros_like(residual), jnp.zeros_like(x0),
+                      jnp.ones((), dtype), lipschitz, objective,
                       1.0 / lipschitz, jnp.int32(0), jnp.int32(0), jnp.bool_(False), *proposal)
 
   def step(self, problem, state: FISTAState) -> FISTAState:
     s = state.momentum
     s_next = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * s * s))
     c = (s - 1.0) / s_next
-    z = state.x + c * (state.x - state.prev_x)
-    rz = state.residual + c * (state.residual - state.prev_residual)
+    z = state.x + c * state.x_step
+    rz = state.residual + c * state.residual_step
     if self.monotone:  # MFISTA's extra term; zero when the last proposal was accepted
       z = z + (s / s_next) * (state.proposal - state.x)
       rz = rz + (s / s_next) * (state.proposal_residual - state.residual)
@@ -131,10 +136,11 @@ class FISTA:
     s_next = jnp.where(reset, jnp.ones_like(s_next), s_next)
     restarts = state.restarts + reset.astype(jnp.int32)
     if not self.monotone:
-      return FISTAState(p, rp, state.residual, state.x, s_next, lipschitz, objective,
+      return FISTAState(p, rp, rp - state.residual, p - state.x, s_next, lipschitz, objective,
                         1.0 / lipschitz, i, restarts, jnp.bool_(False))
     better = objective <= state.objective
     keep = lambda new, old: jnp.where(better, new, old)
-    return FISTAState(keep(p, state.x), keep(rp, state.residual), state.residual, state.x, s_next,
-                      lipschitz, keep(objective, state.objective), 1.0 / lipschitz, i, restarts,
-                      ~better, p, rp)
+    step = lambda new, old: jnp.where(better, new - old, jnp.zeros_like(old))
+    return FISTAState(keep(p, state.x), keep(rp, state.residual), step(rp, state.residual),
+                      step(p, state.x), s_next, lipschitz, keep(objective, state.objective),
+                      1.0 / lipschitz, i, restarts, ~better, p, rp)
