@@ -44,7 +44,7 @@ class BenchConfig:
   tasks: Tuple[str, ...] = option(ALL_TASKS, f"Tasks, from {ALL_TASKS} (accuracy mode: from "
                                   f"{ACCURACY_TASKS}, default {ACCURACY['tasks']}).")
   methods: Tuple[str, ...] = option(methods.BENCH_METHODS,
-                                    f"Methods, from {methods.BENCH_METHODS}.")
+                                    f"Methods, from {methods.SPEED_METHODS}.")
   accuracy_methods: Tuple[str, ...] = option(
       DEFAULT_ACCURACY_METHODS, "Accuracy mode: jsgp methods (registry names of kind "
       "classical, or learned with --checkpoint_dir).")
@@ -108,7 +108,7 @@ class BenchConfig:
       raise ValueError(f"--tasks must be a non-empty subset of {allowed}, got {self.tasks}.")
     if self.mode == "accuracy":
       self._validate_accuracy()
-    methods.check_names("methods", self.methods, methods.BENCH_METHODS)
+    methods.check_names("methods", self.methods, methods.SPEED_METHODS)
     if self.repeats < 3:
       raise ValueError(f"--repeats must be >= 3 (median of warm runs), got {self.repeats}.")
     for name in ("iters", "ct_iters", "batch_iters", "tta_iters", "size", "ct_size", "ct_views",

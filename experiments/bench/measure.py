@@ -24,8 +24,13 @@ from jsgp.policies import NUM_INPUT_CHANNELS, LearnedPolicy
 from jsgp.problems import Task, simulate, simulate_batch
 
 # Operator applications per iteration, nominal (FISTA's backtracks are measured).
-NOMINAL_OPS = {"pgm": "1 A + 1 At", "fista_b": "(1+bt) A + 1 At", "sgp_bb": "1 A + 1 At",
+NOMINAL_OPS = {"pgm": "1 A + 1 At", "fista": "1 A + 1 At", "fista_b": "(1+bt) A + 1 At",
+               "mfista": "1 A + 1 At", "fista_restart": "1 A + 1 At", "sgp_bb": "1 A + 1 At",
+               "sgp_bb1": "1 A + 1 At", "sparsa": "(1+bt) A + 1 At",
                "step_learned": "2 A + 2 At + net", "diag_learned": "2 A + 2 At + net"}
+# Methods whose recorded backtracks each cost one A (a fresh residual per trial); SGP's Armijo
+# trials are elementwise.
+A_PER_BACKTRACK = ("fista_b", "sparsa")
 
 
 def is_learned(name: str) -> bool:
@@ -193,12 +198,12 @@ def bench_task(name: str, cfg: BenchConfig, notes: List[str]) -> Dict[str, Any]:
         "mean_backtracks": float(np.mean(backtracks)) if n else 0.0,
         "ops_per_iter": NOMINAL_OPS[m], "objective_end": float(result.state.objective),
     }
-    if m == "fista_b":
+    if m in A_PER_BACKTRACK:
       entry["A_per_iter"] = 1.0 + entry["mean_backtracks"]
-      if cfg.parts:  # the floor plus one A per backtrack: what FISTA-b's work should cost
+      if cfg.parts:  # the floor plus one A per backtrack: what the method's work should cost
         expected = floor_ms + entry["mean_backtracks"] * out["parts_ms"]["A"]
         entry["x_floor_backtrack_adjusted"] = ms / expected
-    elif m in ("pgm", "sgp_bb"):
+    elif not is_learned(m):
       entry["A_per_iter"] = 1.0
     if is_learned(m):
       policy_times = times[f"policy_{m}"]
@@ -210,12 +215,14 @@ def bench_task(name: str, cfg: BenchConfig, notes: List[str]) -> Dict[str, Any]:
            for t, p, f in zip(iter_times, policy_times, times["floor"])])
       entry["policy_on_at_end"] = bool(result.state.use_policy)
       entry["A_per_iter"] = 2.0
-    if peer is not None and m == "fista_b":
+    if peer is not None and m in ("fista", "fista_b"):
       entry["jaxopt_ms_per_iter"] = 1e3 * median(times["jaxopt"]) / iters
       entry["jaxopt_compile_s"] = compile_s["jaxopt"]
       entry["x_jaxopt"] = paired_ratio(times[m], times["jaxopt"], iters / n)  # both with init
       entry["jaxopt_iters"] = int(outputs["jaxopt"].state.iter_num)
     out["methods"][m] = entry
+  if peer is not None:
+    out["jaxopt_x_floor"] = paired_ratio(times["jaxopt"], times["floor"])  # init included
   if peer is None and cfg.peers:
     out["peers_note"] = "jaxopt is not installed"
 
