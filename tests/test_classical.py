@@ -15,7 +15,7 @@ from jsgp.policies import BarzilaiBorwein, Constant, ConstantPolicy, Scaled
 from jsgp.problems import Task, simulate
 from jsgp.solvers import DRS, FISTA, PGM, SGP, SpaRSA, solve
 
-from test_solvers import _restarted_apg, problem_for, reference
+from helpers import four_problems, problem_for, reference, restarted_apg
 
 LONG_RUN = 3000
 FLOAT32_METHODS = {
@@ -37,7 +37,7 @@ def float32_case(task: str, size: int):
   problem = simulate(Task(task, (size, size), rate=0.5, lam=0.1),
                      jnp.asarray(image, jnp.float32), jax.random.PRNGKey(3))
   problem64 = to_float64(problem)
-  x_star, f_star, iters = _restarted_apg(problem64, 60000)
+  x_star, f_star, iters = restarted_apg(problem64, 60000)
   assert int(iters) < 60000, "reference not converged"
   return problem, problem64, float(f_star)
 
@@ -140,8 +140,7 @@ def test_sgp_with_a_scaled_rule_reaches_the_reference():
 
 
 def test_vmapped_new_methods_stop_per_instance():
-  from test_solvers import _four_problems
-  problems = _four_problems()
+  problems = four_problems()
   # BB steps amplify the summation-order differences of batched reductions (see the SGP test):
   # SpaRSA is compared over its first 50 iterations.
   for method, compared in ((FISTA(max_backtracks=0, monotone=True), 301), (SpaRSA(), 51)):

@@ -14,7 +14,7 @@ from jsgp.problems import Task, simulate
 from jsgp.solvers import DRS, FISTA, PGM, solve
 from jsgp.training.policy import PolicyTrainingConfig, train_policy
 
-from test_solvers import problem_for
+from helpers import problem_for
 
 
 @pytest.mark.parametrize("budget", [2.5, float("nan"), True, -1, "5"])

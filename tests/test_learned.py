@@ -13,10 +13,9 @@ from jsgp.training import greedy, loop
 from jsgp.data import load_images
 from jsgp.nets import UNetConfig, apply_network
 from jsgp.policies import LearnedPolicy
-from jsgp.problems import Task
 from jsgp.solvers import DRS, solve
 
-from test_solvers import problem_for, reference
+from helpers import four_problems, problem_for, reference, tiny_greedy_config
 
 
 @struct.dataclass
@@ -89,9 +88,8 @@ def test_drs_under_adversarial_policy(name, mode):
 
 def test_batched_drs_is_branchless_and_matches_single_runs():
   """vmapped solves use DRS.vmap_variant (jnp.where instead of lax.cond): same numbers."""
-  from test_solvers import _four_problems
   from jsgp.policies import ConstantPolicy
-  problems = _four_problems()
+  problems = four_problems()
   method = DRS(ConstantPolicy(40.0))
   batched = solve(method, problems, max_iter=30)
   for i in range(4):
@@ -120,20 +118,13 @@ def test_untrained_network_policy_is_the_lipschitz_step():
 
 # --- training ---------------------------------------------------------------------------------
 
-def _tiny_config(**changes):
-  base = dict(task=Task("inpainting", (32, 32)), net=UNetConfig(features=4, depth=2, head="step"),
-              num_stages=3, steps_per_stage=4, batch_size=2, reference_iters=30)
-  base.update(changes)
-  return training.GreedyConfig(**base)
-
-
 @pytest.fixture(scope="module")
 def tiny_images():
   return load_images(None, "train", 32, n=4)
 
 
 def test_interrupted_training_resumes_to_identical_parameters(tmp_path, tiny_images):
-  config = _tiny_config()
+  config = tiny_greedy_config()
   cache = str(tmp_path / "cache")
   full = training.train(config, tiny_images, cache_dir=cache)
   ckpt = str(tmp_path / "ckpt")
@@ -153,7 +144,7 @@ def test_interrupted_training_resumes_to_identical_parameters(tmp_path, tiny_ima
 def test_greedy_training_reduces_the_loss(tiny_images):
   """From x0 = 0 the greedy optimum is ~1/L, where the untrained net already is; after a few
   1/L steps it is far larger (BUILD_NOTES.md), so train on the iterates x^(4)."""
-  config = _tiny_config(num_stages=1, steps_per_stage=60, learning_rate=3e-3)
+  config = tiny_greedy_config(num_stages=1, steps_per_stage=60, learning_rate=3e-3)
   data = training.make_dataset(config, tiny_images, None)
   state = loop.init_state(config, data.problems.op.in_shape)
   untrained = {"params": state.params, "batch_stats": state.batch_stats}
@@ -171,31 +162,31 @@ def test_greedy_training_reduces_the_loss(tiny_images):
 
 def test_mismatched_checkpoint_is_refused(tmp_path, tiny_images):
   ckpt = str(tmp_path / "ckpt")
-  training.train(_tiny_config(num_stages=1), tiny_images, checkpoint_dir=ckpt)
-  other = _tiny_config(num_stages=1, net=UNetConfig(features=8, depth=2, head="step"))
+  training.train(tiny_greedy_config(num_stages=1), tiny_images, checkpoint_dir=ckpt)
+  other = tiny_greedy_config(num_stages=1, net=UNetConfig(features=8, depth=2, head="step"))
   with pytest.raises(training.CheckpointMismatch, match="net.features: checkpoint 4 vs requested 8"):
     training.train(other, tiny_images, checkpoint_dir=ckpt)
   with pytest.raises(training.CheckpointMismatch, match="num_stages"):
-    training.load_policy(ckpt, _tiny_config(num_stages=2))
-  policy = training.load_policy(ckpt, _tiny_config(num_stages=1))
+    training.load_policy(ckpt, tiny_greedy_config(num_stages=2))
+  policy = training.load_policy(ckpt, tiny_greedy_config(num_stages=1))
   assert isinstance(policy, LearnedPolicy)
 
 
 def test_corrupt_checkpoint_gives_a_clear_error(tmp_path, tiny_images):
   ckpt = tmp_path / "ckpt"
-  training.train(_tiny_config(num_stages=1), tiny_images, checkpoint_dir=str(ckpt))
+  training.train(tiny_greedy_config(num_stages=1), tiny_images, checkpoint_dir=str(ckpt))
   step_dir = next(p for p in ckpt.iterdir() if p.name.isdigit())
   for path in step_dir.rglob("*"):
     if path.is_file():
       path.write_bytes(b"garbage")
   with pytest.raises(ValueError, match="corrupt"):
-    training.train(_tiny_config(num_stages=1), tiny_images, checkpoint_dir=str(ckpt))
+    training.train(tiny_greedy_config(num_stages=1), tiny_images, checkpoint_dir=str(ckpt))
 
 
 def test_stage_iterates_are_written_once_and_checked_on_resume(tmp_path, tiny_images):
   """Each stage's iterates go to their own file when made (not into every checkpoint); a resume
   whose iterate file is corrupt or missing stops with an error naming the stage."""
-  config, ckpt, cache = _tiny_config(), str(tmp_path / "ckpt"), str(tmp_path / "cache")
+  config, ckpt, cache = tiny_greedy_config(), str(tmp_path / "ckpt"), str(tmp_path / "cache")
   training.train(config, tiny_images, checkpoint_dir=ckpt, checkpoint_every=3, cache_dir=cache,
               stop_after_steps=7)  # in stage 2: the iterates of stages 0 and 1 exist
   files = sorted(os.listdir(os.path.join(ckpt, "iterates")))
@@ -217,13 +208,13 @@ def test_stage_iterates_are_written_once_and_checked_on_resume(tmp_path, tiny_im
 def test_training_step_compiles_once_for_all_stages(tiny_images):
   """The iterate set grows every stage, but lives in one K-stage buffer with a traced count: the
   jitted step must not be retraced per stage (at paper scale on a GPU each retrace cost ~10 s)."""
-  config = _tiny_config(num_stages=4, steps_per_stage=2)
+  config = tiny_greedy_config(num_stages=4, steps_per_stage=2)
   training.train(config, tiny_images)
   assert greedy.make_train_step(config)._cache_size() == 1  # pylint: disable=protected-access
 
 
 def test_converged_solutions_are_cached(tmp_path, tiny_images):
-  config = _tiny_config()
+  config = tiny_greedy_config()
   first = training.make_dataset(config, tiny_images, str(tmp_path))
   files = [f for f in os.listdir(tmp_path) if f.startswith("xstar_")]
   assert len(files) == 1 and files[0].endswith(".npz")
@@ -238,7 +229,7 @@ def test_chunked_advance_equals_eq6_then_eq8_on_the_whole_batch(tiny_images, hea
   with a network whose head is not the zero initialisation. (The float32 network's convolutions
   round differently at batch 3 and 4; exp(s) amplifies that to ~6e-6 of the largest coefficient
   for the diagonal head.)"""
-  config = _tiny_config(net=UNetConfig(features=4, depth=2, head=head))
+  config = tiny_greedy_config(net=UNetConfig(features=4, depth=2, head=head))
   data = training.make_dataset(config, tiny_images, None)
   state = loop.init_state(config, data.problems.op.in_shape)
   params = jax.tree_util.tree_map(
@@ -263,7 +254,7 @@ def test_greedy_loss_against_the_image_is_the_nmse_of_the_policy_step(tiny_image
   """``target="image"``: eq. 7's distance is taken between ``W^T x~`` and the original image
   (normalised by the image's energy), ``x~`` being the policy's eq.-6 step; checked against the
   same quantity computed directly from the problem pytree."""
-  config = _tiny_config(target="image")
+  config = tiny_greedy_config(target="image")
   data = training.make_dataset(config, tiny_images, None)
   state = loop.init_state(config, data.problems.op.in_shape)
   x = data.x_star * 0.5  # somewhere between 0 and x*
@@ -280,7 +271,7 @@ def test_greedy_loss_against_the_image_is_the_nmse_of_the_policy_step(tiny_image
                                      x, data.x_star)
   assert abs(float(to_solution) - float(loss)) > 1e-3 * float(loss)
   with pytest.raises(ValueError, match="target"):
-    _tiny_config(target="images")
+    tiny_greedy_config(target="images")
   with pytest.raises(ValueError, match="target"):
     greedy.greedy_loss(state.params, state.batch_stats, config.net, data.problems, x, data.images,
                       "images")

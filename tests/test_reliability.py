@@ -21,8 +21,7 @@ from jsgp.problems import Task, make_problem, simulate
 from jsgp.solvers import DRS, FISTA, PGM, solve
 from jsgp.training import checkpoint, dataset, files
 
-from test_learned import _tiny_config as learned_tiny_config
-from test_solvers import problem_for
+from helpers import problem_for, tiny_greedy_config
 
 
 # --- API arguments ------------------------------------------------------------------------------
@@ -131,8 +130,8 @@ def test_policy_returning_a_wrongly_shaped_diagonal_is_named():
 # --- files: the x* cache, locks, full disks, unfinished checkpoints -------------------------------
 
 def _tiny_config(**changes):
-  return learned_tiny_config(**{"num_stages": 2, "steps_per_stage": 3, "reference_iters": 20,
-                                **changes})
+  return tiny_greedy_config(**{"num_stages": 2, "steps_per_stage": 3, "reference_iters": 20,
+                               **changes})
 
 
 @pytest.fixture(scope="module")

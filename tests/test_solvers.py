@@ -1,79 +1,14 @@
 """Solvers against an independent float64 reference minimizer; monotonicity; vmap; bad input."""
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from skimage import data as skdata
-from skimage import transform
 
-from jsgp.operators import sum_squares
 from jsgp.policies import BarzilaiBorwein, Constant, ConstantPolicy
-from jsgp.problems import L1Problem, Task, make_problem, simulate, simulate_batch
-from jsgp.prox import soft_threshold
+from jsgp.problems import make_problem
 from jsgp.solvers import DRS, FISTA, PGM, SGP, SpaRSA, run, solve
 
-SHAPE = (32, 32)
-# lam per task for the convergence tests: large enough that PGM reaches a 1e-6 gap within ~650
-# iterations (measured: inpainting 638, fourier 92, deblur 567; at lam = 1 inpainting needs
-# 13173, and the paper's deblurring lam = 1e-5 would take millions).
-TEST_LAM = {"inpainting": 5.0, "fourier": 5.0, "deblur": 5.0}
-
-
-def _image(shape=SHAPE):
-  return jnp.asarray(transform.resize(skdata.camera().astype(np.float64), shape,
-                                      anti_aliasing=True))
-
-
-@functools.lru_cache(maxsize=None)
-def problem_for(task):
-  return simulate(Task(task, SHAPE, rate=0.5, lam=TEST_LAM[task]), _image(), jax.random.PRNGKey(7))
-
-
-@functools.partial(jax.jit, static_argnames="max_iter")
-def _restarted_apg(problem: L1Problem, max_iter: int):
-  """Independent reference: accelerated proximal gradient with function-value restart
-  (O'Donoghue & Candes 2015), constant step 1/L, written without the package's solvers."""
-  step = 1.0 / problem.lipschitz
-  F = lambda v: 0.5 * sum_squares(problem.op.apply(v) - problem.y) + problem.lam * jnp.sum(
-      jnp.abs(v))
-
-  def body(_, carry):
-    x, z, s, fx = carry
-    grad = problem.op.adjoint(problem.op.apply(z) - problem.y)
-    x_new = soft_threshold(z - step * grad, problem.lam * step)
-    f_new = F(x_new)
-    restart = f_new > fx
-    s_new = jnp.where(restart, 1.0, 0.5 * (1 + jnp.sqrt(1 + 4 * s * s)))
-    z_new = jnp.where(restart, x, x_new + (s - 1) / s_new * (x_new - x))
-    x_new, f_new = jnp.where(restart, x, x_new), jnp.where(restart, fx, f_new)
-    return x_new, z_new, s_new, f_new
-
-  def chunk(carry):  # 200 iterations at a time; stop when F changed < 1e-14 relative
-    state, _, i = carry
-    new = jax.lax.fori_loop(0, 200, body, state)
-    return new, jnp.abs(state[3] - new[3]) / jnp.abs(state[3]), i + 200
-
-  x0 = jnp.zeros(problem.op.in_shape, jnp.float64)
-  start = ((x0, x0, jnp.float64(1.0), F(x0)), jnp.float64(1.0), 0)
-  (x, *_), change, iters = jax.lax.while_loop(
-      lambda c: (c[1] > 1e-14) & (c[2] < max_iter), chunk, start)
-  return x, F(x), iters
-
-
-@functools.lru_cache(maxsize=None)
-def reference(task):
-  """(x*, F*) to float64 accuracy by restarted APG (relative change < 1e-14 over 200
-  iterations, at most 40000), with a first-order optimality check."""
-  problem = problem_for(task)
-  x, f_star, iters = _restarted_apg(problem, 40000)
-  assert int(iters) < 40000, "reference not converged"
-  step = 1.0 / problem.lipschitz
-  fixed_point = problem.forward_backward(x, problem.grad(x), step)
-  assert float(jnp.linalg.norm(fixed_point - x) / jnp.linalg.norm(x)) < 1e-8
-  return x, float(f_star)
-
+from helpers import SHAPE, TEST_LAM, camera_image, four_problems, problem_for, reference
 
 METHODS = {
     "pgm": (PGM(), 3000),
@@ -144,15 +79,8 @@ def test_backtracking_is_used_and_recorded():
   assert float(history.stepsize[20]) <= 1.0 / (0.5 * float(problem.lipschitz))
 
 
-def _four_problems():
-  task = Task("inpainting", SHAPE, rate=0.5, lam=1.0)
-  images = jnp.stack([_image(), _image().T, 255 - _image(), jnp.flipud(_image())])
-  problems = simulate_batch(task, images, jax.random.PRNGKey(0))
-  return problems.replace(lam=jnp.asarray([0.5, 1.0, 2.0, 4.0]))
-
-
 def test_vmap_matches_single_runs_with_different_stopping():
-  problems = _four_problems()
+  problems = four_problems()
   batched = solve(FISTA(), problems, max_iter=400, tol=1e-7)
   counts = np.asarray(batched.num_iter)
   assert len(set(counts.tolist())) == 4, f"instances should stop apart, got {counts}"
@@ -167,7 +95,7 @@ def test_vmap_matches_single_runs_with_different_stopping():
 
 def test_vmap_sgp_matches_single_runs():
   """SGP-BB amplifies rounding (vmap reorders reductions): compare the first 50 iterations."""
-  problems = _four_problems()
+  problems = four_problems()
   batched = solve(SGP(), problems, max_iter=50)
   for i in range(4):
     single = solve(SGP(), jax.tree_util.tree_map(lambda a: a[i], problems), max_iter=50)
@@ -178,7 +106,7 @@ def test_vmap_sgp_matches_single_runs():
 
 def test_history_nmse_matches_metric():
   problem = problem_for("fourier")
-  image = _image()
+  image = camera_image()
   result = solve(FISTA(), problem, max_iter=10, reference=image)
   from jsgp.metrics import nmse_db
   expected = nmse_db(problem.synthesis.apply(result.x), image)

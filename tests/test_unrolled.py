@@ -15,7 +15,7 @@ from jsgp.data import load_images
 from jsgp.problems import Task, simulate_batch
 from jsgp.solvers import DRS, run, run_batch, solve
 
-from test_solvers import problem_for, reference
+from helpers import problem_for, reference
 
 TASK = Task("inpainting", (32, 32), rate=0.5, lam=5.0)
 NET = nets.UNetConfig(features=4, depth=2, head="step")
