@@ -1,4 +1,4 @@
-"""Float32 long runs of every classical method against a float64 reference (issue 13).
+"""Float32 long runs of every classical method against a float64 reference.
 
     python -m experiments.float32_check --task=inpainting --size=128 --iters=3000
 

@@ -76,7 +76,7 @@ def variable_density_pattern(key: jax.Array, shape: Tuple[int, int], rate: float
 
 
 # ------------------------------------------------------------------------------------------------
-# Further k-space sampling patterns (issue 14). Same conventions as ``variable_density_pattern``:
+# Further k-space sampling patterns. Same conventions as ``variable_density_pattern``:
 # unshifted (DC at [0, 0]), 0/1 in ``dtype``, about ``rate * H * W`` samples, DC always sampled,
 # drawn from ``key`` (vmappable over keys), ``rate = 1`` samples everything. ``rate`` may be a
 # traced value; it is validated by the caller (``jsgp.problems.Task``).

@@ -38,7 +38,8 @@ def converged_solutions(problems: L1Problem, iters: int) -> jax.Array:
 
 
 # Bump when the solver that makes x* changes: caches written by an older one are not reused.
-# 2: FISTA without residual drift (issue 13); version 1 drifted in float32 after ~300 iterations.
+# 2: FISTA with residuals formed fresh each iteration; version 1 carried them incrementally, which
+# drifts in float32 on long runs (measured in BUILD_NOTES.md).
 SOLUTION_VERSION = 2
 
 
