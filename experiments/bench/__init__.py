@@ -16,10 +16,11 @@ stepsize, DRS with a learned diagonal) it measures, each solve being ONE compile
 5. ``--peers``: jaxopt's accelerated ProximalGradient (FISTA, fixed step 1/L) on the same problem,
    when jaxopt is importable (it is not a dependency of this project).
 
-``--mode=accuracy`` (``accuracy.py``) measures time-to-accuracy instead: iterations and wall time
-(timed solves of exactly the iterations needed) to relative gaps ``--gaps`` and to the NMSE of
-``x*`` + ``--tta_db`` dB, against float64 references, with ``--peers`` (textbook FISTA-bt, jaxopt,
-SCICO under ``--scico_python``); writes bench.json, bench.md and tta_<task>.png.
+``--mode=accuracy`` (``accuracy.py``; its tables and figures: ``accuracy_report.py``) measures
+time-to-accuracy instead: iterations and wall time (timed solves of exactly the iterations needed)
+to relative gaps ``--gaps`` and to the NMSE of ``x*`` + ``--tta_db`` dB, against float64
+references, with ``--peers`` (textbook FISTA-bt, jaxopt, SCICO under ``--scico_python``); writes
+bench.json, bench.md and tta_<task>.png.
 
 Writes ``--out_dir``/bench.json and bench.md and prints the Markdown tables.
 
@@ -29,7 +30,9 @@ but the time-to-accuracy of "step"/"diag" is that of an UNTRAINED policy.
 
 Layout: ``config`` (flags and ``--quick``), ``timing`` (interleaved rounds; the timed functions),
 ``measure`` (one task: solves, floor, parts, time-to-accuracy, batches), ``report`` (targets,
-Markdown); :func:`run_bench` ties them together.
+Markdown); :func:`run_bench` ties them together. ``--mode=accuracy``: ``accuracy`` (contenders,
+measurements, targets; with ``reference`` for x*, ``peers`` and ``scico_peer``) and
+``accuracy_report`` (its Markdown tables and figures), tied together by :func:`run_accuracy_mode`.
 """
 from __future__ import annotations
 
@@ -108,7 +111,7 @@ def _start(cfg: BenchConfig, what: str):
 def run_accuracy_mode(cfg: BenchConfig) -> Dict[str, Any]:
   """``--mode=accuracy``: float64 references (x64 on for the process; the timed problems stay
   float32), then ``accuracy.run_accuracy``; writes bench.json, bench.md, tta_<task>.png."""
-  from experiments.bench import accuracy  # pylint: disable=import-outside-toplevel
+  from experiments.bench import accuracy, accuracy_report  # pylint: disable=import-outside-toplevel
   jax.config.update("jax_enable_x64", True)
   if cfg.dtype != "float32":
     raise ValueError("--mode=accuracy times float32 problems; use --dtype=float32")
@@ -120,8 +123,8 @@ def run_accuracy_mode(cfg: BenchConfig) -> Dict[str, Any]:
   report["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
   report["load_end"] = loadavg()
   os.makedirs(cfg.out_dir, exist_ok=True)
-  report["figures"] = accuracy.figures(report, cfg.out_dir)
+  report["figures"] = accuracy_report.figures(report, cfg.out_dir)
   markdown = (f"Device: {env['device']} ({env['cpu']}, {env['cpu_count']} cores); jax "
               f"{env['jax']}; load average at the end {report['load_end']}; wall "
-              f"{report['wall_s']:.0f} s.\n" + accuracy.markdown(report))
+              f"{report['wall_s']:.0f} s.\n" + accuracy_report.markdown(report))
   return _write(cfg.out_dir, report, markdown)
