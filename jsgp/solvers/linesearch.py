@@ -69,7 +69,10 @@ def armijo(problem, x, residual, objective, z, residual_full, delta, *, beta, sh
     return gamma, trial(gamma), i + 1
 
   one = jnp.ones((), jnp.real(objective).dtype)
-  gamma, value, i = jax.lax.while_loop(cond, body, (one, trial(one), jnp.int32(0)))
+  # The full step's value from r_full itself (not a combination with weight 0) and the same
+  # g(x + z) as composite_decrease forms, which XLA then computes once.
+  full = 0.5 * sum_squares(residual_full) + problem.g(x + z)
+  gamma, value, i = jax.lax.while_loop(cond, body, (one, full, jnp.int32(0)))
   accepted = ~fails(gamma, value) & (delta <= 0) & jnp.isfinite(delta)
   return LineSearchResult(gamma=jnp.where(accepted, gamma, 0.0),
                           objective=jnp.where(accepted, value, objective),
