@@ -19,8 +19,8 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
+from jsgp import struct
 from jsgp.operators import vdot_real
 
 

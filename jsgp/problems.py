@@ -12,9 +12,8 @@ from typing import Any, NamedTuple, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
-from jsgp import validation
+from jsgp import struct, validation
 from jsgp.operators import (PATTERNS, Composed, Identity, LinearOperator, WaveletSynthesis,
                             fourier_pattern, gaussian_blur, operator_norm_squared,
                             random_pixel_mask, sum_squares)

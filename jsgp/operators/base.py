@@ -13,11 +13,12 @@ from typing import Tuple
 
 import jax
 import jax.numpy as jnp
-from flax import struct
+
+from jsgp import struct
 
 
 class LinearOperator:
-  """Base class. Subclasses are ``flax.struct.dataclass``es that define ``apply`` and ``adjoint``.
+  """Base class. Subclasses are ``jsgp.struct.dataclass``es that define ``apply`` and ``adjoint``.
 
   Attributes every subclass provides (static):
     in_shape: shape of one input, without batch axes.

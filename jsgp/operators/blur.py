@@ -5,9 +5,8 @@ from typing import Tuple
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
-from jsgp import validation
+from jsgp import struct, validation
 from jsgp.operators.base import LinearOperator
 
 

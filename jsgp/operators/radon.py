@@ -58,10 +58,9 @@ from typing import Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 from jax import lax
 
-from jsgp import validation
+from jsgp import struct, validation
 from jsgp.operators.base import LinearOperator
 
 

@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import jaxwt
 import numpy as np
-from flax import struct
 
+from jsgp import struct
 from jsgp.operators.base import LinearOperator
 
 Slot = Tuple[int, int, int, int]  # (row0, col0, rows, cols) of one sub-band on the canvas

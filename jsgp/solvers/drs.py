@@ -38,9 +38,8 @@ from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
-from jsgp import policies, validation
+from jsgp import policies, struct, validation
 from jsgp.operators import sum_squares
 from jsgp.solvers.fista import FISTA
 from jsgp.solvers.linesearch import armijo, combine, composite_decrease

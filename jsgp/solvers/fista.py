@@ -6,9 +6,8 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
-from jsgp import validation
+from jsgp import struct, validation
 from jsgp.operators import sum_squares, vdot_real
 
 RESTARTS = (None, "gradient", "function")

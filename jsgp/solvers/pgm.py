@@ -5,7 +5,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from flax import struct
+
+from jsgp import struct
 
 
 class PGMState(NamedTuple):

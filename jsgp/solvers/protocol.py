@@ -1,6 +1,6 @@
 """The contract every method honours: what the driver, ``DRS`` and the batched runner rely on.
 
-A method is an immutable pytree (``flax.struct.dataclass``) with two pure functions::
+A method is an immutable pytree (``jsgp.struct.dataclass``) with two pure functions::
 
     init(problem, x0) -> state          state for the starting point x0 (canvas op.in_shape)
     step(problem, state) -> state       one iteration

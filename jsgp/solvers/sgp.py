@@ -9,9 +9,8 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
-from jsgp import policies, validation
+from jsgp import policies, struct, validation
 from jsgp.solvers.linesearch import armijo, combine, composite_decrease
 
 

@@ -6,9 +6,8 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
-from jsgp import policies, validation
+from jsgp import policies, struct, validation
 from jsgp.operators import sum_squares
 
 
