@@ -44,7 +44,7 @@ LEARNED = "learned"
 def methods_for(task: str) -> Dict[str, Any]:
   from jsgp import pretrained  # pylint: disable=import-outside-toplevel
   from jsgp.solvers import FISTA  # pylint: disable=import-outside-toplevel
-  return {"FISTA-b": FISTA(), "FISTA (1/L)": FISTA(max_backtracks=0),
+  return {"FISTA-b": FISTA(lipschitz0_factor=0.1), "FISTA (1/L)": FISTA(max_backtracks=0),
           "MFISTA": FISTA(max_backtracks=0, monotone=True),
           LEARNED: pretrained.solver(task)}
 

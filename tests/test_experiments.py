@@ -39,7 +39,7 @@ def test_experiment_writes_finite_results_for_every_method_and_case(task, tmp_pa
     assert os.path.getsize(tmp_path / f"nmse_vs_iteration_{safe}.png") > 1000
     assert os.path.getsize(tmp_path / f"recovered_{safe}.png") > 1000
   table = (tmp_path / "results.md").read_text()
-  assert "Step-learned SGP@3" in table and "FISTA-b@4" in table
+  assert "Step-learned DRS (safeguarded)@3" in table and "FISTA-b@4" in table
 
 
 def test_policy_flag_evaluates_the_shipped_policy_without_training(tmp_path):
