@@ -119,9 +119,9 @@ def test_an_object_that_is_not_a_method_is_refused_naming_it():
     (lambda: SpaRSA(memory=0), "SpaRSA memory must be an integer >= 1, got 0"),
     (lambda: SpaRSA(memory=2.5), "SpaRSA memory must be an integer"),
     (lambda: SpaRSA(shrink=1.0), "SpaRSA shrink must be a finite number > 0 and < 1"),
-    (lambda: SpaRSA(sigma=float("nan")), "SpaRSA sigma"),
-    (lambda: SGP(theta=0.0), "SGP theta must be a finite number > 0 and < 1"),
-    (lambda: SGP(beta=2.0), "SGP beta"),
+    (lambda: SpaRSA(sufficient_decrease=float("nan")), "SpaRSA sufficient_decrease"),
+    (lambda: SGP(shrink=0.0), "SGP shrink must be a finite number > 0 and < 1"),
+    (lambda: SGP(sufficient_decrease=2.0), "SGP sufficient_decrease"),
     (lambda: SGP(max_backtracks=-1), "SGP max_backtracks must be an integer >= 0"),
     (lambda: FISTA(eta=1.0), "FISTA eta must be a finite number > 1"),
     (lambda: FISTA(lipschitz0_factor=0.0), "FISTA lipschitz0_factor"),
@@ -129,6 +129,8 @@ def test_an_object_that_is_not_a_method_is_refused_naming_it():
     (lambda: FISTA(max_backtracks=0, lipschitz0_factor=0.5), "needs backtracking"),
     (lambda: DRS(lambda p, x, g: 1.0, eta1=1.5), "DRS eta1 must be a finite number > 0 and < 1"),
     (lambda: DRS(lambda p, x, g: 1.0, max_backtracks=-2), "DRS max_backtracks"),
+    (lambda: DRS(lambda p, x, g: 1.0, shrink=1.0), "DRS shrink must be a finite number > 0"),
+    (lambda: DRS(lambda p, x, g: 1.0, sufficient_decrease=0.0), "DRS sufficient_decrease"),
 ])
 def test_method_settings_are_validated_at_construction_naming_the_field(make, message):
   with pytest.raises(ValueError, match=message):

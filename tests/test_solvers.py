@@ -7,6 +7,7 @@ import pytest
 from jsgp.policies import BarzilaiBorwein, Constant, ConstantPolicy
 from jsgp.problems import make_problem
 from jsgp.solvers import DRS, FISTA, PGM, SGP, SpaRSA, run, solve
+from jsgp.solvers.linesearch import backtrack
 
 from helpers import SHAPE, TEST_LAM, camera_image, four_problems, problem_for, reference
 
@@ -77,6 +78,27 @@ def test_backtracking_is_used_and_recorded():
   history = solve(FISTA(lipschitz0_factor=1e-3), problem, max_iter=20).history
   assert float(history.backtracks[1]) >= 9  # 2^10 > 1/1e-3: L must grow about ten times
   assert float(history.stepsize[20]) <= 1.0 / (0.5 * float(problem.lipschitz))
+
+
+def test_the_shared_backtracking_loop_stops_per_instance_within_its_budget():
+  """``linesearch.backtrack``: the first passing trial, or the last after ``max_backtracks``
+  reductions; under vmap each instance keeps its own step and count."""
+  trials = lambda step: (step * step, step * step <= 0.1)   # passes once step <= 0.316
+  accept = lambda step, outputs: outputs[1]
+  shrink = lambda step: 0.5 * step
+  found = jax.jit(lambda s0: backtrack(trials, accept, s0, shrink, 40))(jnp.float64(1.0))
+  assert float(found.step) == 0.25 and int(found.reductions) == 2
+  assert float(found.outputs[0]) == 0.0625 and bool(found.outputs[1])
+  capped = backtrack(trials, accept, jnp.float64(1.0), shrink, 1)
+  assert float(capped.step) == 0.5 and int(capped.reductions) == 1 and not bool(capped.outputs[1])
+  batched = jax.vmap(lambda s0: backtrack(trials, accept, s0, shrink, 40))(
+      jnp.asarray([0.2, 1.0, 3.0]))
+  np.testing.assert_array_equal(np.asarray(batched.step), [0.2, 0.25, 0.1875])
+  np.testing.assert_array_equal(np.asarray(batched.reductions), [0, 2, 4])
+  # ``first`` stands for the first trial (here deliberately a failing one): the loop goes on.
+  given = backtrack(trials, accept, jnp.float64(0.2), shrink, 40,
+                    first=(jnp.float64(1.0), jnp.bool_(False)))
+  assert float(given.step) == 0.1 and int(given.reductions) == 1
 
 
 def test_vmap_matches_single_runs_with_different_stopping():

@@ -90,10 +90,12 @@ class DRS:
       they were trained for (``jsgp.pretrained`` policies say theirs).
     trust_radius: a policy step is at most this many times as long as the PGM step at the same
       point (it is shortened, not rejected).
-    alpha, eta1, eta2, beta, max_backtracks: relaxation mode (the paper gives no values):
-      ``alpha = 0.5``; ``eta1 = 0.9`` shrinks the trust in the policy slowly; ``eta2 = 0.5`` and
-      ``beta = 1e-4`` are the usual Armijo choices; ``max_backtracks = 12`` bounds the work on a
-      bad direction.
+    alpha, eta1: relaxation mode (the paper's names; it gives no values): ``alpha = 0.5``;
+      ``eta1 = 0.9`` shrinks the trust ``gamma1`` in the policy slowly.
+    shrink, sufficient_decrease, max_backtracks: relaxation mode's Armijo search
+      (``jsgp.solvers.linesearch.armijo``, the same knobs as ``SGP``'s; the paper's ``eta2``
+      and ``beta``): ``shrink = 0.5`` and ``sufficient_decrease = 1e-4`` are the usual Armijo
+      choices; ``max_backtracks = 12`` bounds the work on a bad direction.
     branchless: compute both sides of each decision and pick with ``jnp.where`` instead of
       ``lax.cond`` (identical results). Under ``vmap`` a cond becomes a select that batches every
       operand (network weights included) and does both branches anyway; batched drivers use
@@ -107,8 +109,8 @@ class DRS:
   trust_radius: float = struct.field(pytree_node=False, default=10.0)
   alpha: float = struct.field(pytree_node=False, default=0.5)
   eta1: float = struct.field(pytree_node=False, default=0.9)
-  eta2: float = struct.field(pytree_node=False, default=0.5)
-  beta: float = struct.field(pytree_node=False, default=1e-4)
+  shrink: float = struct.field(pytree_node=False, default=0.5)
+  sufficient_decrease: float = struct.field(pytree_node=False, default=1e-4)
   max_backtracks: int = struct.field(pytree_node=False, default=12)
   branchless: bool = struct.field(pytree_node=False, default=False)
 
@@ -117,7 +119,7 @@ class DRS:
       raise ValueError(f"DRS mode must be one of {MODES}, got {self.mode!r}.")
     _check_budget(self.max_policy_steps)
     validation.check_setting("DRS", "trust_radius", self.trust_radius, low=0)
-    for name in ("alpha", "eta1", "eta2", "beta"):
+    for name in ("alpha", "eta1", "shrink", "sufficient_decrease"):
       validation.check_setting("DRS", name, getattr(self, name), low=0, high=1)
     validation.check_setting("DRS", "max_backtracks", self.max_backtracks, low=0,
                              low_open=False, integer=True)
@@ -254,7 +256,8 @@ class DRS:
     mix = (g1 * norm1 > self.alpha * (1.0 - g1) * norm2) & jnp.isfinite(norm1) & usable
     z = jnp.where(mix, g1 * z1 + (1.0 - g1) * z2, z2)
     z = jnp.where(jnp.isfinite(z), z, 0.0)  # z is discarded below if mix, and z2 is finite
-    search_kw = dict(beta=self.beta, shrink=self.eta2, max_reductions=self.max_backtracks)
+    search_kw = dict(sufficient_decrease=self.sufficient_decrease, shrink=self.shrink,
+                     max_backtracks=self.max_backtracks)
 
     def search(z):
       residual_full = problem.residual(state.x + z)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from jsgp import struct, validation
 from jsgp.operators import sum_squares, vdot_real
+from jsgp.solvers.linesearch import backtrack
 
 RESTARTS = (None, "gradient", "function")
 
@@ -36,9 +37,12 @@ class FISTAState(NamedTuple):
 @struct.dataclass
 class FISTA:
   """FISTA-b. ``L`` starts at ``lipschitz0_factor * problem.lipschitz`` and grows by ``eta``
-  until the quadratic upper bound holds; it never decreases and never exceeds
+  until the quadratic upper bound holds (at most ``max_backtracks`` times per iteration, the
+  shared loop ``jsgp.solvers.linesearch.backtrack``); it never decreases and never exceeds
   ``problem.lipschitz`` (an upper estimate of ``||A||^2``, where the bound holds by definition),
-  so that rounding in the test cannot inflate it in float32.
+  so that rounding in the test cannot inflate it in float32. ``eta`` keeps Beck and Teboulle's
+  name: it multiplies ``L``, so the step ``1/L`` shrinks by ``1/eta`` per rejected trial (the
+  ``shrink`` of the other methods is a factor < 1 on the step itself).
 
   Per iteration: one ``A^T`` (the gradient at the extrapolated point ``z``, whose residual is the
   same linear combination of the two last residuals) and one ``A`` per trial point ``p`` (its
@@ -109,19 +113,13 @@ class FISTA:
       ok = (sum_squares(rp - rz) <= lipschitz * sum_squares(d)) | (lipschitz >= lipschitz_max)
       return p, rp, ok
 
+    def grow(lipschitz):
+      return jnp.minimum(self.eta * lipschitz, jnp.maximum(lipschitz_max, lipschitz))
+
     if self.max_backtracks:
-      def cond(carry):
-        _, _, _, ok, i = carry
-        return ~ok & (i < self.max_backtracks)
-
-      def body(carry):
-        lipschitz, _, _, _, i = carry
-        lipschitz = jnp.minimum(self.eta * lipschitz, jnp.maximum(lipschitz_max, lipschitz))
-        return (lipschitz,) + trial(lipschitz) + (i + 1,)
-
-      lipschitz, p, rp, _, i = jax.lax.while_loop(
-          cond, body, (state.lipschitz,) + trial(state.lipschitz) + (jnp.int32(0),))
-    else:
+      lipschitz, (p, rp, _), i = backtrack(trial, lambda lipschitz, outputs: outputs[2],
+                                           state.lipschitz, grow, self.max_backtracks)
+    else:  # the constant step: no test, no loop (reverse-differentiable)
       lipschitz, i = state.lipschitz, jnp.int32(0)
       p = problem.forward_backward(z, gz, 1.0 / lipschitz)
       rp = problem.residual(p)

@@ -1,19 +1,65 @@
-"""Armijo backtracking along a fixed direction, free of operator applications.
+"""Backtracking: one loop for every method's step-size search, and Armijo along a direction.
 
-Because ``A`` is linear, ``A(x + gamma z) - y = (1 - gamma) r + gamma r_full`` with ``r`` the
-residual at ``x`` and ``r_full`` the residual at the full step ``x + z`` (computed fresh, one
-``A``): every trial costs only elementwise work, and the accepted residual is a convex
-combination of two residuals rather than an accumulated update, so rounding never builds up over
-iterations (with ``gamma = 1``, the usual case, it is exactly the fresh ``r_full``).
+``backtrack`` is the loop FISTA-b, SGP, SpaRSA and DRS share: try a step, and while the trial
+fails its test and the budget ``max_backtracks`` is not spent, move to the next step and try
+again. Each method supplies its trial (what one step costs: a prox point and its residual, or
+only elementwise work), its acceptance test and its step update (SGP, SpaRSA and DRS multiply
+the step by ``shrink``; FISTA-b multiplies its Lipschitz estimate by ``eta``, i.e. shrinks the
+step ``1/L`` by ``1/eta``).
+
+``armijo`` is the search along a fixed direction that SGP and DRS use. Because ``A`` is linear,
+``A(x + gamma z) - y = (1 - gamma) r + gamma r_full`` with ``r`` the residual at ``x`` and
+``r_full`` the residual at the full step ``x + z`` (computed fresh, one ``A``): every trial costs
+only elementwise work, and the accepted residual is a convex combination of two residuals rather
+than an accumulated update, so rounding never builds up over iterations (with ``gamma = 1``, the
+usual case, it is exactly the fresh ``r_full``).
+
+The knobs have one name in every method: ``max_backtracks`` (the most rejected trials per
+iteration), ``shrink`` (the factor a rejected step is multiplied by) and
+``sufficient_decrease`` (the fraction of the predicted decrease a trial must achieve).
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jsgp.operators import sum_squares, vdot_real
+
+
+class Backtrack(NamedTuple):
+  step: jax.Array        # the last step tried: the accepted one, or the last when none was
+  outputs: Any           # ``trial(step)``
+  reductions: jax.Array  # how many times the step was changed (int32, <= max_backtracks)
+
+
+def backtrack(trial: Callable[[jax.Array], Any], accept: Callable[[jax.Array, Any], jax.Array],
+              step0: jax.Array, next_step: Callable[[jax.Array], jax.Array],
+              max_backtracks: int, *, first: Any = None) -> Backtrack:
+  """The backtracking loop: ``outputs = trial(step0)``; while ``accept(step, outputs)`` is False
+  and fewer than ``max_backtracks`` reductions were made, ``step = next_step(step)`` and
+  ``outputs = trial(step)``. ``first``, when given, stands for ``trial(step0)`` (a caller that
+  already holds the first trial's values).
+
+  One ``lax.while_loop`` whose carry is ``(step, outputs, reductions)``: jit- and vmap-safe (under
+  vmap each instance stops at its own trial; the loop runs until all have), not
+  reverse-differentiable (a caller that needs gradients cuts its inputs, as ``armijo`` does, or
+  skips the search). The returned ``step`` and ``outputs`` are those of the last trial; whether
+  it passed is ``accept(result.step, result.outputs)``.
+  """
+  outputs = trial(step0) if first is None else first
+
+  def cond(carry):
+    step, outputs, i = carry
+    return ~accept(step, outputs) & (i < max_backtracks)
+
+  def body(carry):
+    step, _, i = carry
+    step = next_step(step)
+    return step, trial(step), i + 1
+
+  return Backtrack(*jax.lax.while_loop(cond, body, (step0, outputs, jnp.int32(0))))
 
 
 class LineSearchResult(NamedTuple):
@@ -34,10 +80,10 @@ def combine(residual, residual_full, gamma):
   return (1 - gamma) * residual + gamma * residual_full
 
 
-def armijo(problem, x, residual, objective, z, residual_full, delta, *, beta, shrink,
-           max_reductions) -> LineSearchResult:
-  """Largest ``gamma = shrink**i``, ``i < max_reductions``, with
-  ``F(x + gamma z) <= F(x) + beta gamma Delta`` and a finite objective.
+def armijo(problem, x, residual, objective, z, residual_full, delta, *, sufficient_decrease,
+           shrink, max_backtracks) -> LineSearchResult:
+  """Largest ``gamma = shrink**i``, ``i <= max_backtracks``, with
+  ``F(x + gamma z) <= F(x) + sufficient_decrease gamma Delta`` and a finite objective.
 
   Accepts only when ``Delta <= 0`` so that the objective can never increase; otherwise (or when
   every trial fails) returns ``gamma = 0`` and ``accepted = False``.
@@ -56,24 +102,16 @@ def armijo(problem, x, residual, objective, z, residual_full, delta, *, beta, sh
     return (0.5 * sum_squares(combine(residual, residual_full, gamma))
             + problem.g(x + gamma * z))
 
-  def fails(gamma, value):
-    return ~(jnp.isfinite(value) & (value <= objective + beta * gamma * delta))
-
-  def cond(carry):
-    gamma, value, i = carry
-    return fails(gamma, value) & (i < max_reductions)
-
-  def body(carry):
-    gamma, _, i = carry
-    gamma = shrink * gamma
-    return gamma, trial(gamma), i + 1
+  def passes(gamma, value):
+    return jnp.isfinite(value) & (value <= objective + sufficient_decrease * gamma * delta)
 
   one = jnp.ones((), jnp.real(objective).dtype)
   # The full step's value from r_full itself (not a combination with weight 0) and the same
   # g(x + z) as composite_decrease forms, which XLA then computes once.
   full = 0.5 * sum_squares(residual_full) + problem.g(x + z)
-  gamma, value, i = jax.lax.while_loop(cond, body, (one, full, jnp.int32(0)))
-  accepted = ~fails(gamma, value) & (delta <= 0) & jnp.isfinite(delta)
+  gamma, value, i = backtrack(trial, passes, one, lambda gamma: shrink * gamma, max_backtracks,
+                              first=full)
+  accepted = passes(gamma, value) & (delta <= 0) & jnp.isfinite(delta)
   return LineSearchResult(gamma=jnp.where(accepted, gamma, 0.0),
                           objective=jnp.where(accepted, value, objective),
                           reductions=i, accepted=accepted)

@@ -33,19 +33,23 @@ class SGP:
     rule: a stepsize rule (``init``/``update``, ``jsgp.policies``): ``Constant()`` (``1/L``),
       ``BarzilaiBorwein("bb1" | "bb2" | "abb_min")`` (default ABB_min, the paper's), or
       ``Scaled(rule, scaling)`` for a diagonal metric. A non-finite step is replaced by ``1/L``.
-    beta, theta: Armijo parameter and backtracking factor.
+    sufficient_decrease, shrink, max_backtracks: the Armijo search on ``gamma``
+      (``jsgp.solvers.linesearch.armijo``): the fraction of the predicted decrease a trial must
+      achieve, the factor ``gamma`` shrinks by per rejected trial, and the most rejections per
+      iteration (after which the step is not taken: ``gamma = 0``).
   Cost: one ``A`` (the residual at ``x + z``) and one ``A^T`` (new gradient) per iteration;
   line-search trials are elementwise.
   """
 
   rule: Any = policies.BarzilaiBorwein()
-  beta: float = struct.field(pytree_node=False, default=1e-4)
-  theta: float = struct.field(pytree_node=False, default=0.4)
+  sufficient_decrease: float = struct.field(pytree_node=False, default=1e-4)
+  shrink: float = struct.field(pytree_node=False, default=0.4)
   max_backtracks: int = struct.field(pytree_node=False, default=40)
 
   def __post_init__(self):
-    validation.check_setting("SGP", "beta", self.beta, low=0, high=1)
-    validation.check_setting("SGP", "theta", self.theta, low=0, high=1)
+    validation.check_setting("SGP", "sufficient_decrease", self.sufficient_decrease, low=0,
+                             high=1)
+    validation.check_setting("SGP", "shrink", self.shrink, low=0, high=1)
     validation.check_setting("SGP", "max_backtracks", self.max_backtracks, low=0, low_open=False,
                              integer=True)
 
@@ -64,7 +68,8 @@ class SGP:
     residual_full = problem.residual(state.x + z)
     delta = composite_decrease(problem, state.x, state.grad, z)
     search = armijo(problem, state.x, state.residual, state.objective, z, residual_full, delta,
-                    beta=self.beta, shrink=self.theta, max_reductions=self.max_backtracks)
+                    sufficient_decrease=self.sufficient_decrease, shrink=self.shrink,
+                    max_backtracks=self.max_backtracks)
     x = state.x + search.gamma * z
     residual = combine(state.residual, residual_full, search.gamma)
     grad = problem.grad_from_residual(residual)

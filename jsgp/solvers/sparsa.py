@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from jsgp import policies, struct, validation
 from jsgp.operators import sum_squares
+from jsgp.solvers.linesearch import backtrack
 
 
 class SpaRSAState(NamedTuple):
@@ -26,11 +27,12 @@ class SpaRSAState(NamedTuple):
 class SpaRSA:
   """``x+ = prox_t(x - t grad)`` with ``t`` from ``rule`` (default BB1), accepted when
 
-      ``F(x+) <= max(F over the last memory iterates) - sigma / (2 t) ||x+ - x||^2``,
+      ``F(x+) <= max(F over the last memory iterates) - sufficient_decrease / (2 t) ||x+ - x||^2``
 
-  otherwise ``t`` shrinks by ``shrink`` (never below ``1/L``, where the test always holds for
-  ``sigma <= 1``, so each step ends after at most ``log(t L) / log(1/shrink)`` trials).
-  ``memory = 1`` is a monotone method. Convergence: Wright et al. (2009), Theorem 1.
+  (Wright et al.'s ``sigma``), otherwise ``t`` shrinks by ``shrink`` (never below ``1/L``, where
+  the test always holds for ``sufficient_decrease <= 1``, so each step ends after at most
+  ``log(t L) / log(1/shrink)`` trials; ``max_backtracks`` caps them, the last trial is then
+  taken). ``memory = 1`` is a monotone method. Convergence: Wright et al. (2009), Theorem 1.
 
   Cost per iteration: one ``A`` per trial (the fresh residual of ``x+``: true objective, no
   drift) and one ``A^T`` (the gradient at the accepted point).
@@ -38,13 +40,14 @@ class SpaRSA:
 
   rule: Any = policies.BarzilaiBorwein("bb1")
   memory: int = struct.field(pytree_node=False, default=5)
-  sigma: float = struct.field(pytree_node=False, default=1e-2)
+  sufficient_decrease: float = struct.field(pytree_node=False, default=1e-2)
   shrink: float = struct.field(pytree_node=False, default=0.5)
   max_backtracks: int = struct.field(pytree_node=False, default=40)
 
   def __post_init__(self):
     validation.check_setting("SpaRSA", "memory", self.memory, low=1, low_open=False, integer=True)
-    validation.check_setting("SpaRSA", "sigma", self.sigma, low=0, high=1, high_open=False)
+    validation.check_setting("SpaRSA", "sufficient_decrease", self.sufficient_decrease, low=0,
+                             high=1, high_open=False)
     validation.check_setting("SpaRSA", "shrink", self.shrink, low=0, high=1)
     validation.check_setting("SpaRSA", "max_backtracks", self.max_backtracks, low=0,
                              low_open=False, integer=True)
@@ -68,19 +71,12 @@ class SpaRSA:
       p = problem.forward_backward(state.x, state.grad, t.astype(state.x.dtype))
       rp = problem.residual(p)
       value = problem.f_from_residual(rp) + problem.g(p)
-      ok = value <= reference - self.sigma / (2.0 * t) * sum_squares(p - state.x)
+      ok = value <= reference - self.sufficient_decrease / (2.0 * t) * sum_squares(p - state.x)
       return p, rp, value, ok | (t <= t_min)
 
-    def cond(carry):
-      return ~carry[4] & (carry[5] < self.max_backtracks)
-
-    def body(carry):
-      t, *_, i = carry
-      t = jnp.maximum(self.shrink * t, t_min)
-      return (t,) + trial(t) + (i + 1,)
-
-    t, x, residual, objective, _, i = jax.lax.while_loop(
-        cond, body, (t_rule,) + trial(t_rule) + (jnp.int32(0),))
+    t, (x, residual, objective, _), i = backtrack(
+        trial, lambda t, outputs: outputs[3], t_rule,
+        lambda t: jnp.maximum(self.shrink * t, t_min), self.max_backtracks)
     recent = jnp.roll(state.recent, 1).at[0].set(objective)
     return SpaRSAState(x, residual, problem.grad_from_residual(residual), objective, t, i,
                        rule_state, recent)
