@@ -95,7 +95,7 @@ def run_problem(task: str, problem, image, methods) -> Dict[str, Any]:
   x0 = problem.zeros()
   solvers = {}
   for name, method in methods.items():
-    result = solve(method, problem, x0, max_iter=FLAGS.cap, tol=-1, reference=image)
+    result = solve(method, problem, x0, max_iter=FLAGS.cap, tol=-1, ground_truth=image)
     objective = np.asarray(result.history.objective, np.float64)
     gaps = (objective - f_star) / f_star
     solvers[name] = k_step_solver(method)

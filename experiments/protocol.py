@@ -143,7 +143,7 @@ def run_solver(name: str, solver, problems, images, curve_iters: int,
                report_iters: int) -> MethodRun:
   """The NMSE curve over ``curve_iters`` and a warm timed solve of ``report_iters``."""
   curve = filled_curve(solve(solver, problems, max_iter=curve_iters,
-                             reference=images).history.nmse)
+                             ground_truth=images).history.nmse)
   result, seconds, compile_s = timed_solve(solver, problems, report_iters)
   logging.info("  %-18s NMSE@%d %.2f dB  (%.2fs for the batch, compile %.1fs)",
                methods.label(name), report_iters, float(np.mean(curve[:, report_iters])),
@@ -155,7 +155,7 @@ def run_converged(problems, images, iters: int) -> MethodRun:
   """The converged reference: only its final NMSE matters, so one run, compile included."""
   start = time.time()
   result = jax.block_until_ready(solve(methods.REGISTRY["fista_converged"].solver(), problems,
-                                       max_iter=iters, reference=images))
+                                       max_iter=iters, ground_truth=images))
   run = MethodRun(filled_curve(result.history.nmse), np.asarray(result.x), time.time() - start,
                   float("nan"), iters)
   logging.info("  %-18s NMSE@%d %.2f dB", methods.label("fista_converged"), iters,

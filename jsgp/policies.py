@@ -1,17 +1,17 @@
-"""Stepsize rules and policies: one protocol for SGP, SpaRSA and DRS.
+"""Stepsize policies: one protocol for SGP, SpaRSA and DRS.
 
-A rule is a pytree with two pure functions (the optax shape):
+A policy is a pytree with two pure functions (the optax shape):
 
   ``init(problem, x, grad) -> state``
   ``update(problem, state, x, grad) -> (d, state)``
 
 ``d`` is in stepsize units: a scalar per instance, or a canvas-shaped diagonal (the metric of a
-scaled proximal-gradient step ``prox_{d}(x - d grad)``). Classical rules (``Constant``,
-``BarzilaiBorwein``, ``Scaled``) carry the memory they need in ``state``; stateless policies (a
-learned network, the greedy oracle) are plain callables ``(problem, x, grad) -> d`` and get
-``init``/``update`` from ``Stateless``. Solvers apply their own safeguards (bounds, line
-searches, the DRS acceptance test), so a rule may return anything, even NaN, without breaking
-convergence.
+scaled proximal-gradient step ``prox_{d}(x - d grad)``). Classical policies
+(``ConstantPolicy``, ``BarzilaiBorwein``, ``Scaled``) carry the memory they need in ``state``;
+stateless ones (a learned network, the greedy oracle) are plain callables
+``(problem, x, grad) -> d`` and get ``init``/``update`` from ``Stateless``. Solvers apply their
+own safeguards (bounds, line searches, the DRS acceptance test), so a policy may return anything,
+even NaN, without breaking convergence.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class Stateless:
 
 @struct.dataclass
 class FromCallable(Stateless):
-  """A plain callable ``(problem, x, grad) -> d`` (a pytree or a function) as a rule."""
+  """A plain callable ``(problem, x, grad) -> d`` (a pytree or a function) as a policy."""
 
   policy: Any
 
@@ -47,27 +47,26 @@ class FromCallable(Stateless):
     return self.policy(problem, x, grad)
 
 
-def as_rule(policy):
-  """``policy`` if it is a rule (``init`` and ``update``), else ``FromCallable(policy)``."""
+def as_policy(policy):
+  """``policy`` if it has ``init`` and ``update``, else ``FromCallable(policy)``."""
   if hasattr(policy, "init") and hasattr(policy, "update"):
     return policy
   if not callable(policy):
-    raise TypeError(f"a policy is a rule (init/update) or a callable (problem, x, grad) -> d; "
+    raise TypeError(f"a policy has init/update or is a callable (problem, x, grad) -> d; "
                     f"got {type(policy).__name__}")
   return FromCallable(policy)
 
 
 @struct.dataclass
 class ConstantPolicy(Stateless):
-  """``d = multiplier / L``: a fixed multiple of the conventional step (``Constant()`` is 1/L)."""
+  """``d = multiplier / L``: a fixed multiple of the conventional step (``ConstantPolicy()`` is
+  1/L)."""
 
   multiplier: jax.Array = 1.0
 
   def __call__(self, problem, x, grad):
     return jnp.asarray(self.multiplier, x.dtype) / problem.lipschitz
 
-
-Constant = ConstantPolicy
 
 
 BB_VARIANTS = ("bb1", "bb2", "abb_min")
@@ -138,37 +137,37 @@ class BarzilaiBorwein:
 
 
 class ScaledState(NamedTuple):
-  rule: Any             # the step rule's state
+  step: Any             # the scalar step policy's state
   scaling: Any          # the scaling policy's state
   iteration: jax.Array  # k (int32)
 
 
 @struct.dataclass
 class Scaled:
-  """``d = t_k * D_k``: a scalar rule ``rule`` times a diagonal ``scaling`` (any rule or policy
+  """``d = t_k * D_k``: a scalar step policy ``step`` times a diagonal ``scaling`` (any policy
   returning a canvas-shaped positive array, e.g. a learned diag network) clipped to
   ``[1/delta_k, delta_k]`` with ``delta_k^2 = 1 + c / (k + 1)^2``, so that ``D_k -> I`` as the
   SGP convergence theory asks (Bonettini, Zanella, Zanni 2009). A non-finite scaling counts as 1.
   """
 
-  rule: Any = BarzilaiBorwein()
+  step: Any = BarzilaiBorwein()
   scaling: Any = ConstantPolicy(1.0)
   c: float = struct.field(pytree_node=False, default=1e10)
 
   def init(self, problem, x, grad) -> ScaledState:
-    return ScaledState(self.rule.init(problem, x, grad), self.scaling.init(problem, x, grad),
+    return ScaledState(self.step.init(problem, x, grad), self.scaling.init(problem, x, grad),
                        jnp.int32(0))
 
   def update(self, problem, state: ScaledState, x, grad):
-    t, rule_state = self.rule.update(problem, state.rule, x, grad)
+    t, step_state = self.step.update(problem, state.step, x, grad)
     raw, scaling_state = self.scaling.update(problem, state.scaling, x, grad)
-    # Relative to the scaling's mean so that the rule keeps setting the step length.
+    # Relative to the scaling's mean so that the step policy keeps setting the step length.
     raw = raw / jnp.mean(raw)
     k = state.iteration.astype(jnp.real(x).dtype)
     delta = jnp.sqrt(1.0 + self.c / (k + 1.0) ** 2)
     d = jnp.clip(jnp.nan_to_num(raw, nan=1.0, posinf=delta, neginf=1.0 / delta), 1.0 / delta,
                  delta)
-    return t * d, ScaledState(rule_state, scaling_state, state.iteration + 1)
+    return t * d, ScaledState(step_state, scaling_state, state.iteration + 1)
 
 
 # ------------------------------------------------------------------------------------------------

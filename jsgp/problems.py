@@ -314,3 +314,17 @@ def image_of(problems: L1Problem, x: jax.Array) -> jax.Array:
   if x.ndim == 2:
     return problems.image(x)
   return jax.vmap(L1Problem.image)(problems, x)
+
+
+def to_float64(tree):
+  """``tree`` (e.g. an ``L1Problem``) with float32 leaves as float64 and complex64 as complex128."""
+
+  def up(a):
+    a = jnp.asarray(a)
+    if jnp.iscomplexobj(a):
+      return a.astype(jnp.complex128)
+    return a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a
+
+  if not jax.config.jax_enable_x64:
+    raise RuntimeError("to_float64 needs jax_enable_x64 (set it before any computation)")
+  return jax.tree_util.tree_map(up, tree)

@@ -1,5 +1,5 @@
 """Classical solvers in float32 over thousands of iterations: the reported objective is the true
-one (no residual drift) and FISTA reaches the float64 reference minimum; step rules."""
+one (no residual drift) and FISTA reaches the float64 reference minimum; stepsize policies."""
 import functools
 
 import jax
@@ -9,10 +9,9 @@ import pytest
 from skimage import data as skdata
 from skimage import transform
 
-from experiments.bench.reference import to_float64
 from jsgp import policies
-from jsgp.policies import BarzilaiBorwein, Constant, ConstantPolicy, Scaled
-from jsgp.problems import Task, simulate
+from jsgp.policies import BarzilaiBorwein, ConstantPolicy, Scaled
+from jsgp.problems import Task, simulate, to_float64
 from jsgp.solvers import DRS, FISTA, PGM, SGP, SpaRSA, solve
 
 from helpers import four_problems, problem_for, reference, restarted_apg
@@ -96,15 +95,16 @@ def test_sparsa_accepts_against_the_recent_maximum():
   assert np.all(np.diff(monotone[np.isfinite(monotone)]) <= 1e-12 * monotone[0])
 
 
-def test_rules_share_one_protocol():
+def test_policies_share_one_protocol():
   problem = problem_for("deblur")
   x = jnp.ones(problem.op.in_shape)
   grad = problem.grad(x)
   t0 = 1.0 / float(problem.lipschitz)
-  for rule in (Constant(), BarzilaiBorwein("bb1"), BarzilaiBorwein("bb2"),
-               BarzilaiBorwein("abb_min"), Scaled(), policies.as_rule(lambda p, x, g: 2.0)):
-    state = rule.init(problem, x, grad)
-    d, state = rule.update(problem, state, x, grad)
+  for policy in (ConstantPolicy(), BarzilaiBorwein("bb1"), BarzilaiBorwein("bb2"),
+                 BarzilaiBorwein("abb_min"), Scaled(),
+                 policies.as_policy(lambda p, x, g: 2.0)):
+    state = policy.init(problem, x, grad)
+    d, state = policy.update(problem, state, x, grad)
     assert np.all(np.isfinite(np.asarray(d)))
   # BB steps from two points of a quadratic lie between 1/L_max and 1/L_min of the curvature.
   bb = BarzilaiBorwein("bb1")
@@ -116,25 +116,25 @@ def test_rules_share_one_protocol():
   assert float(step) >= t0 * 0.99
 
 
-def test_scaled_rule_clips_to_the_shrinking_band():
+def test_scaled_policy_clips_to_the_shrinking_band():
   problem = problem_for("inpainting")
   x = jnp.ones(problem.op.in_shape)
-  wild = policies.as_rule(lambda p, x, g: 10.0 ** jax.random.uniform(
+  wild = policies.as_policy(lambda p, x, g: 10.0 ** jax.random.uniform(
       jax.random.PRNGKey(0), x.shape, minval=-8, maxval=8))
-  rule = Scaled(Constant(), wild, c=3.0)
-  state = rule.init(problem, x, x)
+  policy = Scaled(ConstantPolicy(), wild, c=3.0)
+  state = policy.init(problem, x, x)
   for k in range(3):
-    d, state = rule.update(problem, state, x, x)
+    d, state = policy.update(problem, state, x, x)
     delta = np.sqrt(1 + 3.0 / (k + 1) ** 2)
     ratio = np.asarray(d) * float(problem.lipschitz)
     assert ratio.min() >= 1 / delta * (1 - 1e-12) and ratio.max() <= delta * (1 + 1e-12)
 
 
-def test_sgp_with_a_scaled_rule_reaches_the_reference():
+def test_sgp_with_a_scaled_policy_reaches_the_reference():
   problem = problem_for("fourier")
   _, f_star = reference("fourier")
-  rule = Scaled(BarzilaiBorwein(), ConstantPolicy(1.0))
-  result = solve(SGP(rule), problem, max_iter=3000, tol=1e-15)
+  policy = Scaled(BarzilaiBorwein(), ConstantPolicy(1.0))
+  result = solve(SGP(policy), problem, max_iter=3000, tol=1e-15)
   gap = (float(result.history.objective[result.num_iter]) - f_star) / f_star
   assert gap < 1e-6
 

@@ -70,8 +70,8 @@ def test_nan_tolerance_is_refused_and_zero_iterations_return_x0():
 
 def test_reference_of_the_wrong_shape_is_refused():
   problem = problem_for("inpainting")
-  with pytest.raises(ValueError, match="reference has shape"):
-    solve(PGM(), problem, max_iter=2, reference=jnp.zeros((5, 5)))
+  with pytest.raises(ValueError, match="ground_truth has shape"):
+    solve(PGM(), problem, max_iter=2, ground_truth=jnp.zeros((5, 5)))
 
 
 @pytest.mark.parametrize("rate", [0.0, 1.5, -0.1, float("nan")])

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jsgp.policies import BarzilaiBorwein, Constant, ConstantPolicy
+from jsgp.policies import BarzilaiBorwein, ConstantPolicy
 from jsgp.problems import make_problem
 from jsgp.solvers import DRS, FISTA, PGM, SGP, SpaRSA, run, solve
 from jsgp.solvers.linesearch import backtrack
@@ -19,7 +19,7 @@ METHODS = {
     "mfista": (FISTA(max_backtracks=0, monotone=True), 3000),
     "sgp_bb": (SGP(), 3000),
     "sgp_bb1": (SGP(BarzilaiBorwein("bb1")), 3000),
-    "sgp_constant": (SGP(Constant()), 3000),
+    "sgp_constant": (SGP(ConstantPolicy()), 3000),
     "sparsa": (SpaRSA(), 3000),
     "drs": (DRS(ConstantPolicy(3.0)), 3000),
     "drs_relaxation": (DRS(ConstantPolicy(3.0), mode="relaxation"), 3000),
@@ -52,7 +52,7 @@ def test_reaches_reference_minimum_float64(method, task):
                                   for t in sorted(TEST_LAM)])
 def test_monotone_methods_never_increase(task):
   problem = problem_for(task)
-  for solver in (PGM(), SGP(), SGP(Constant()), SGP(BarzilaiBorwein("bb2")),
+  for solver in (PGM(), SGP(), SGP(ConstantPolicy()), SGP(BarzilaiBorwein("bb2")),
                  FISTA(max_backtracks=0, monotone=True), SpaRSA(memory=1),
                  DRS(ConstantPolicy(50.0)), DRS(ConstantPolicy(50.0), mode="relaxation"),
                  DRS(ConstantPolicy(0.9), max_policy_steps=30)):
@@ -129,7 +129,7 @@ def test_vmap_sgp_matches_single_runs():
 def test_history_nmse_matches_metric():
   problem = problem_for("fourier")
   image = camera_image()
-  result = solve(FISTA(), problem, max_iter=10, reference=image)
+  result = solve(FISTA(), problem, max_iter=10, ground_truth=image)
   from jsgp.metrics import nmse_db
   expected = nmse_db(problem.synthesis.apply(result.x), image)
   np.testing.assert_allclose(result.history.nmse[10], expected, rtol=1e-10)

@@ -266,7 +266,7 @@ def test_image_target_loss_is_the_reported_nmse_along_the_trajectory():
                                 jnp.asarray(images), steps, target="image")
   method = unrolled.learned_solver(config, variables)
   history = run_batch(method, problems, problems.zeros(), steps,
-                      reference=jnp.asarray(images)).history.nmse
+                      ground_truth=jnp.asarray(images)).history.nmse
   np.testing.assert_allclose(float(loss), float(jnp.mean(history[:, 1:])), rtol=1e-10)
   # Against x* it is another number: the targets are not interchangeable.
   x_star = training.converged_solutions(problems, 100)

@@ -19,25 +19,12 @@ import numpy as np
 from absl import logging
 
 from jsgp.operators import sum_squares
+from jsgp.problems import to_float64
 from jsgp.prox import soft_threshold
 from jsgp.training import files
 
 REFERENCE_VERSION = 1  # bump when the reference solver changes: older cache files are ignored
 CHECK_EVERY = 50       # iterations between two fixed-point residual checks
-
-
-def to_float64(tree):
-  """``tree`` (e.g. an ``L1Problem``) with float32 leaves as float64 and complex64 as complex128."""
-
-  def up(a):
-    a = jnp.asarray(a)
-    if jnp.iscomplexobj(a):
-      return a.astype(jnp.complex128)
-    return a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a
-
-  if not jax.config.jax_enable_x64:
-    raise RuntimeError("to_float64 needs jax_enable_x64 (set it before any computation)")
-  return jax.tree_util.tree_map(up, tree)
 
 
 def objective64(problem64, x: jax.Array) -> jax.Array:

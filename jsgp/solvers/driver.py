@@ -48,7 +48,7 @@ class History(NamedTuple):
   objective: jax.Array
   stepsize: jax.Array
   backtracks: jax.Array
-  nmse: jax.Array  # dB against the reference image; NaN when no reference was given
+  nmse: jax.Array  # dB against the ground-truth image; NaN when none was given
 
 
 class Result(NamedTuple):
@@ -71,9 +71,9 @@ def _status(converged, broken) -> jax.Array:
   return jnp.where(broken, NON_FINITE, jnp.where(converged, CONVERGED, MAX_ITER)).astype(jnp.int32)
 
 
-def _entry(state, problem, reference, dtype) -> History:
+def _entry(state, problem, ground_truth, dtype) -> History:
   """One history entry (scalars) for ``state``."""
-  nmse = jnp.nan if reference is None else nmse_db(problem.image(state.x), reference)
+  nmse = jnp.nan if ground_truth is None else nmse_db(problem.image(state.x), ground_truth)
   return History(objective=state.objective.astype(dtype),
                  stepsize=jnp.asarray(state.stepsize, dtype),
                  backtracks=jnp.asarray(state.backtracks, dtype),
@@ -85,20 +85,20 @@ def _record(history: History, k, entry: History) -> History:
 
 
 def run(method, problem, x0: jax.Array, max_iter: int, tol=0.0,
-        reference: Optional[jax.Array] = None, *, unroll: bool = False, remat: bool = True,
+        ground_truth: Optional[jax.Array] = None, *, unroll: bool = False, remat: bool = True,
         record: Optional[Callable[[Any, Any], Any]] = None) -> Result:
   """Run ``method`` on one problem from ``x0`` (canvas ``op.in_shape``). Pure; jit/vmap freely.
 
-  ``max_iter`` must be static under jit (it sizes the history). ``reference`` ``(H, W)``: an image
-  against which NMSE is recorded each iteration (costs one wavelet synthesis per iteration).
+  ``max_iter`` must be static under jit (it sizes the history). ``ground_truth`` ``(H, W)``: the
+  true image, against which NMSE is recorded each iteration (one wavelet synthesis per iteration).
   ``unroll``: the differentiable mode (module docstring); ``tol`` is then ignored.
   """
   protocol.check_method(method)
   state = method.init(problem, x0)
   dtype = jnp.real(state.objective).dtype
-  first = _entry(state, problem, reference, dtype)
+  first = _entry(state, problem, ground_truth, dtype)
   if unroll:
-    return _unrolled(method, problem, state, first, max_iter, reference, remat, record, dtype)
+    return _unrolled(method, problem, state, first, max_iter, ground_truth, remat, record, dtype)
   if record is not None:
     raise ValueError("record is only available with unroll=True")
   nan = jnp.full((max_iter + 1,), jnp.nan, dtype)
@@ -113,7 +113,7 @@ def run(method, problem, x0: jax.Array, max_iter: int, tol=0.0,
     new = method.step(problem, state)
     converged = _stops(state.objective, new, tol)
     broken = ~jnp.isfinite(new.objective)
-    return (k + 1, new, _record(history, k + 1, _entry(new, problem, reference, dtype)),
+    return (k + 1, new, _record(history, k + 1, _entry(new, problem, ground_truth, dtype)),
             converged & ~broken, broken)
 
   broken0 = ~jnp.isfinite(state.objective)
@@ -123,7 +123,7 @@ def run(method, problem, x0: jax.Array, max_iter: int, tol=0.0,
                 status=_status(converged, broken))
 
 
-def _unrolled(method, problem, state, first: History, num_steps: int, reference, remat: bool,
+def _unrolled(method, problem, state, first: History, num_steps: int, ground_truth, remat: bool,
               record, dtype) -> Result:
   """``num_steps`` steps in ``lax.scan`` (differentiable), recording the history as it goes."""
 
@@ -131,7 +131,7 @@ def _unrolled(method, problem, state, first: History, num_steps: int, reference,
     k, state = carry
     new = method.step(problem, state)
     traced = None if record is None else record(problem, new)
-    return (k + 1, new), (_entry(new, problem, reference, dtype), traced)
+    return (k + 1, new), (_entry(new, problem, ground_truth, dtype), traced)
 
   if remat:
     body = jax.checkpoint(body)
@@ -151,42 +151,42 @@ def _stops(previous: jax.Array, new_state, tol) -> jax.Array:
 
 
 def run_batch(method, problems, x0: jax.Array, max_iter: int, tol=0.0,
-              reference: Optional[jax.Array] = None, *, mesh=None, unroll: bool = False,
+              ground_truth: Optional[jax.Array] = None, *, mesh=None, unroll: bool = False,
               **mode) -> Result:
-  """``run`` over the leading batch axis of ``problems``, ``x0`` and ``reference`` (the method,
+  """``run`` over the leading batch axis of ``problems``, ``x0`` and ``ground_truth`` (the method,
   in its vmap variant, is shared): the same per-instance results, with one scalar iteration
   counter (module docstring). ``mesh``: the batch is split over its ``"data"`` axis
   (``jsgp.distributed``); ``None`` (one device) changes nothing. ``unroll`` and ``mode``
   (``remat``, ``record``): the differentiable mode of ``run``, vmapped. Pure: jit it (``solve``
   does).
   """
-  problems, x0, reference = distributed.constrain_batch((problems, x0, reference), mesh)
+  problems, x0, ground_truth = distributed.constrain_batch((problems, x0, ground_truth), mesh)
   method = protocol.for_vmap(method)
   if unroll:
-    ref_axis = None if reference is None else 0
+    truth_axis = None if ground_truth is None else 0
     one = functools.partial(run, unroll=True, **mode)
-    result = jax.vmap(one, in_axes=(None, 0, 0, None, None, ref_axis))(
-        method, problems, x0, max_iter, tol, reference)
+    result = jax.vmap(one, in_axes=(None, 0, 0, None, None, truth_axis))(
+        method, problems, x0, max_iter, tol, ground_truth)
   else:
     if mode.get("record") is not None:
       raise ValueError("record is only available with unroll=True")
-    result = _batched_while(method, problems, x0, max_iter, tol, reference)
+    result = _batched_while(method, problems, x0, max_iter, tol, ground_truth)
   return distributed.constrain_batch(result, mesh)
 
 
-def _batched_while(method, problems, x0, max_iter: int, tol, reference) -> Result:
+def _batched_while(method, problems, x0, max_iter: int, tol, ground_truth) -> Result:
   """The solving mode for a batch: one ``while_loop`` until ``max_iter`` or until every instance
   has stopped; a stopped instance's state and history are frozen (exactly what ``vmap(run)``
   computes, with an unbatched counter)."""
-  ref_axis = None if reference is None else 0
+  truth_axis = None if ground_truth is None else 0
   protocol.check_method(method)
   state = jax.vmap(method.init)(problems, x0)
   dtype = jnp.real(state.objective).dtype
-  entry = jax.vmap(functools.partial(_entry, dtype=dtype), in_axes=(0, 0, ref_axis))
+  entry = jax.vmap(functools.partial(_entry, dtype=dtype), in_axes=(0, 0, truth_axis))
   step = jax.vmap(method.step)
   batch = x0.shape[0]
   nan = jnp.full((batch, max_iter + 1), jnp.nan, dtype)
-  history = _record_batch(History(nan, nan, nan, nan), 0, entry(state, problems, reference),
+  history = _record_batch(History(nan, nan, nan, nan), 0, entry(state, problems, ground_truth),
                           jnp.ones((batch,), bool))
 
   def cond(carry):
@@ -199,7 +199,7 @@ def _batched_while(method, problems, x0, max_iter: int, tol, reference) -> Resul
     bad = ~jnp.isfinite(new.objective)
     stop = _stops(state.objective, new, tol) & ~bad
     state = jax.tree_util.tree_map(lambda a, b: _where(active, a, b), new, state)
-    history = _record_batch(history, k + 1, entry(new, problems, reference), active)
+    history = _record_batch(history, k + 1, entry(new, problems, ground_truth), active)
     return (k + 1, state, history, active & ~stop & ~bad, num_iter + active.astype(jnp.int32),
             converged | (active & stop), broken | (active & bad))
 
@@ -224,16 +224,16 @@ def _record_batch(history: History, k, entries: History, active: jax.Array) -> H
 
 
 @functools.partial(jax.jit, static_argnames=("max_iter",))
-def _run_jit(method, problem, x0, max_iter, tol, reference):
-  return run(method, problem, x0, max_iter, tol, reference)
+def _run_jit(method, problem, x0, max_iter, tol, ground_truth):
+  return run(method, problem, x0, max_iter, tol, ground_truth)
 
 
 @functools.partial(jax.jit, static_argnames=("max_iter", "mesh"))
-def _run_batch_jit(method, problems, x0, max_iter, tol, reference, mesh):
-  return run_batch(method, problems, x0, max_iter, tol, reference, mesh=mesh)
+def _run_batch_jit(method, problems, x0, max_iter, tol, ground_truth, mesh):
+  return run_batch(method, problems, x0, max_iter, tol, ground_truth, mesh=mesh)
 
 
-def check_inputs(problem, x0, reference=None) -> int:
+def check_inputs(problem, x0, ground_truth=None) -> int:
   """Validate concrete inputs before tracing; returns the number of batch axes (0 or 1)."""
   in_shape = tuple(problem.op.in_shape)
   batch_dims = np.ndim(x0) - len(in_shape)
@@ -250,10 +250,10 @@ def check_inputs(problem, x0, reference=None) -> int:
   validation.check_positive("lipschitz", problem.lipschitz)
   validation.check_finite("y", problem.y)
   validation.check_finite("x0", x0)
-  if reference is not None:
-    validation.check_shape("reference", np.shape(reference),
+  if ground_truth is not None:
+    validation.check_shape("ground_truth", np.shape(ground_truth),
                            batch + tuple(problem.synthesis.out_shape))
-    validation.check_finite("reference", reference)
+    validation.check_finite("ground_truth", ground_truth)
   return batch_dims
 
 
@@ -265,7 +265,7 @@ def _measures_complex(problem, batch_dims: int) -> bool:
 
 
 def solve(method, problem, x0: Optional[jax.Array] = None, *, max_iter: int = 100, tol=0.0,
-          reference: Optional[jax.Array] = None, mesh=None) -> Result:
+          ground_truth: Optional[jax.Array] = None, mesh=None) -> Result:
   """Validated entry point: checks inputs, then runs the whole solve as ONE jit call.
 
   A batched problem (leading batch axis on ``y``, operator leaves, ``lam``) with a batched
@@ -281,14 +281,14 @@ def solve(method, problem, x0: Optional[jax.Array] = None, *, max_iter: int = 10
   validation.check_number("tol", tol)
   if x0 is None:
     x0 = problem.zeros()
-  batch_dims = check_inputs(problem, x0, reference)
+  batch_dims = check_inputs(problem, x0, ground_truth)
   tol = jnp.asarray(tol)
   if not batch_dims:
     if mesh is not None:
       raise ValueError("a mesh splits a batch of problems; this problem is not batched")
-    return _run_jit(method, problem, x0, max_iter, tol, reference)
+    return _run_jit(method, problem, x0, max_iter, tol, ground_truth)
   if mesh is not None:
     distributed.check_batch_divisible(int(np.shape(x0)[0]), mesh)
-    problem, x0, reference = distributed.shard_batch((problem, x0, reference), mesh)
+    problem, x0, ground_truth = distributed.shard_batch((problem, x0, ground_truth), mesh)
     method, tol = distributed.replicate((method, tol), mesh)
-  return _run_batch_jit(method, problem, x0, max_iter, tol, reference, mesh)
+  return _run_batch_jit(method, problem, x0, max_iter, tol, ground_truth, mesh)

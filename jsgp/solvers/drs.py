@@ -80,7 +80,7 @@ class DRS:
   """Learned-step method with a guaranteed safeguard and a classical tail (module docstring).
 
   Attributes:
-    policy: a rule pytree (``init``/``update``, ``jsgp.policies``: e.g. a learned network holding
+    policy: a stepsize policy pytree (``init``/``update``, ``jsgp.policies``: e.g. a learned network holding
       its parameters as leaves, so jit/vmap trace through it) or a plain callable
       ``(problem, x, grad) -> d``.
     mode: ``"safeguarded"`` (default) or ``"relaxation"`` (the paper's Algorithms 3-4).
@@ -123,12 +123,12 @@ class DRS:
       validation.check_setting("DRS", name, getattr(self, name), low=0, high=1)
     validation.check_setting("DRS", "max_backtracks", self.max_backtracks, low=0,
                              low_open=False, integer=True)
-    policies.as_rule(self.policy)  # a clear error for something that is no policy
+    policies.as_policy(self.policy)  # a clear error for something that is no policy
 
   @property
-  def rule(self):
-    """The policy as a rule (``init``/``update``; plain callables are wrapped)."""
-    return policies.as_rule(self.policy)
+  def _protocol_policy(self):
+    """The policy with ``init``/``update`` (plain callables are wrapped)."""
+    return policies.as_policy(self.policy)
 
   def vmap_variant(self) -> "DRS":
     """The equivalent method for vmapped solves (see ``branchless``)."""
@@ -146,14 +146,14 @@ class DRS:
     dtype = jnp.real(objective).dtype
     on = self.max_policy_steps is None or self.max_policy_steps > 0
     zero = jnp.int32(0)
-    # A stateful rule (e.g. Barzilai-Borwein) starts from the gradient at x0; a stateless policy
+    # A stateful policy (e.g. Barzilai-Borwein) starts from the gradient at x0; a stateless one
     # needs none, and the A^T is saved (the first policy step forms it).
-    rule = self.rule
-    grad = (problem.grad_from_residual(residual) if getattr(rule, "init_uses_grad", True)
+    policy = self._protocol_policy
+    grad = (problem.grad_from_residual(residual) if getattr(policy, "init_uses_grad", True)
             else None)
     return DRSState(x0, residual, objective, (1.0 / problem.lipschitz).astype(dtype), zero,
                     jnp.ones((), dtype), jnp.bool_(on), jnp.zeros((), dtype), zero, zero,
-                    jnp.bool_(False), rule.init(problem, x0, grad),
+                    jnp.bool_(False), policy.init(problem, x0, grad),
                     warm_start(self.handoff, problem, x0, residual, grad, objective))
 
   def step(self, problem, state: DRSState) -> DRSState:
@@ -185,7 +185,7 @@ class DRS:
   def _policy(self, problem, state: DRSState, grad):
     """``(d, usable, policy_state)``: the proposal with entries that are not finite and positive
     replaced by ``1/L`` (so the arithmetic stays finite), and whether all of them were."""
-    d, policy_state = self.rule.update(problem, state.policy_state, state.x, grad)
+    d, policy_state = self._protocol_policy.update(problem, state.policy_state, state.x, grad)
     name = type(self.policy).__name__
     if d is None or not hasattr(d, "shape") and not isinstance(d, numbers.Number):
       raise TypeError(f"policy {name} returned {type(d).__name__}; a policy returns a scalar "

@@ -1,6 +1,6 @@
-"""Scaled gradient projection (Algorithm 1) with Armijo backtracking and a stepsize rule.
+"""Scaled gradient projection (Algorithm 1) with Armijo backtracking and a stepsize policy.
 
-Bonettini, Zanella, Zanni (2009) for the method and the ABB_min rule; the composite
+Bonettini, Zanella, Zanni (2009) for the method and the ABB_min steps; the composite
 sufficient-decrease test of Bonettini, Loris, Porta, Prato (2016) for the l1 term.
 """
 from __future__ import annotations
@@ -21,18 +21,19 @@ class SGPState(NamedTuple):
   objective: jax.Array
   stepsize: jax.Array      # mean of the step d used to reach x (1/L before any step)
   backtracks: jax.Array    # Armijo reductions of that step
-  rule_state: Any          # the stepsize rule's state
+  policy_state: Any        # the stepsize policy's state
 
 
 @struct.dataclass
 class SGP:
-  """SGP: ``z = prox_{d}(x - d grad) - x`` with ``d`` from ``rule`` (a scalar step or a positive
-  diagonal, ``jsgp.policies``), Armijo on ``gamma``, ``x+ = x + gamma z``. Monotone for any rule.
+  """SGP: ``z = prox_{d}(x - d grad) - x`` with ``d`` from ``policy`` (a scalar step or a
+  positive diagonal, ``jsgp.policies``), Armijo on ``gamma``, ``x+ = x + gamma z``. Monotone for
+  any policy.
 
   Attributes:
-    rule: a stepsize rule (``init``/``update``, ``jsgp.policies``): ``Constant()`` (``1/L``),
-      ``BarzilaiBorwein("bb1" | "bb2" | "abb_min")`` (default ABB_min, the paper's), or
-      ``Scaled(rule, scaling)`` for a diagonal metric. A non-finite step is replaced by ``1/L``.
+    policy: a stepsize policy (``init``/``update``, ``jsgp.policies``): ``ConstantPolicy()``
+      (``1/L``), ``BarzilaiBorwein("bb1" | "bb2" | "abb_min")`` (default ABB_min, the paper's),
+      or ``Scaled(step, scaling)`` for a diagonal metric. A non-finite step is replaced by ``1/L``.
     sufficient_decrease, shrink, max_backtracks: the Armijo search on ``gamma``
       (``jsgp.solvers.linesearch.armijo``): the fraction of the predicted decrease a trial must
       achieve, the factor ``gamma`` shrinks by per rejected trial, and the most rejections per
@@ -41,7 +42,7 @@ class SGP:
   line-search trials are elementwise.
   """
 
-  rule: Any = policies.BarzilaiBorwein()
+  policy: Any = policies.BarzilaiBorwein()
   sufficient_decrease: float = struct.field(pytree_node=False, default=1e-4)
   shrink: float = struct.field(pytree_node=False, default=0.4)
   max_backtracks: int = struct.field(pytree_node=False, default=40)
@@ -57,11 +58,11 @@ class SGP:
     residual, grad, objective = problem.first_order(x0)
     t0 = (1.0 / problem.lipschitz).astype(jnp.real(objective).dtype)
     return SGPState(x0, residual, grad, objective, t0, jnp.int32(0),
-                    policies.as_rule(self.rule).init(problem, x0, grad))
+                    policies.as_policy(self.policy).init(problem, x0, grad))
 
   def step(self, problem, state: SGPState) -> SGPState:
-    rule = policies.as_rule(self.rule)
-    d, rule_state = rule.update(problem, state.rule_state, state.x, state.grad)
+    policy = policies.as_policy(self.policy)
+    d, policy_state = policy.update(problem, state.policy_state, state.x, state.grad)
     t0 = (1.0 / problem.lipschitz).astype(state.stepsize.dtype)
     d = jnp.where(jnp.isfinite(d) & (d > 0), d, t0).astype(state.x.dtype)
     z = problem.forward_backward(state.x, state.grad, d) - state.x
@@ -74,4 +75,4 @@ class SGP:
     residual = combine(state.residual, residual_full, search.gamma)
     grad = problem.grad_from_residual(residual)
     return SGPState(x, residual, grad, search.objective, jnp.mean(d).astype(t0.dtype),
-                    search.reductions, rule_state)
+                    search.reductions, policy_state)

@@ -19,13 +19,13 @@ class SpaRSAState(NamedTuple):
   objective: jax.Array    # F(x), the true objective
   stepsize: jax.Array     # the accepted step t_k
   backtracks: jax.Array   # rejected trials of the last step
-  rule_state: Any
+  policy_state: Any       # the stepsize policy's state
   recent: jax.Array       # (memory,) the last objective values (the non-monotone reference)
 
 
 @struct.dataclass
 class SpaRSA:
-  """``x+ = prox_t(x - t grad)`` with ``t`` from ``rule`` (default BB1), accepted when
+  """``x+ = prox_t(x - t grad)`` with ``t`` from ``policy`` (default BB1), accepted when
 
       ``F(x+) <= max(F over the last memory iterates) - sufficient_decrease / (2 t) ||x+ - x||^2``
 
@@ -38,7 +38,7 @@ class SpaRSA:
   drift) and one ``A^T`` (the gradient at the accepted point).
   """
 
-  rule: Any = policies.BarzilaiBorwein("bb1")
+  policy: Any = policies.BarzilaiBorwein("bb1")
   memory: int = struct.field(pytree_node=False, default=5)
   sufficient_decrease: float = struct.field(pytree_node=False, default=1e-2)
   shrink: float = struct.field(pytree_node=False, default=0.5)
@@ -57,14 +57,14 @@ class SpaRSA:
     dtype = jnp.real(objective).dtype
     t0 = (1.0 / problem.lipschitz).astype(dtype)
     return SpaRSAState(x0, residual, grad, objective, t0, jnp.int32(0),
-                       policies.as_rule(self.rule).init(problem, x0, grad),
+                       policies.as_policy(self.policy).init(problem, x0, grad),
                        jnp.full((self.memory,), objective))
 
   def step(self, problem, state: SpaRSAState) -> SpaRSAState:
-    rule = policies.as_rule(self.rule)
-    t_rule, rule_state = rule.update(problem, state.rule_state, state.x, state.grad)
+    policy = policies.as_policy(self.policy)
+    t_policy, policy_state = policy.update(problem, state.policy_state, state.x, state.grad)
     t_min = (1.0 / problem.lipschitz).astype(state.stepsize.dtype)
-    t_rule = jnp.where(jnp.isfinite(t_rule) & (t_rule > 0), t_rule, t_min)
+    t_policy = jnp.where(jnp.isfinite(t_policy) & (t_policy > 0), t_policy, t_min)
     reference = jnp.max(state.recent)
 
     def trial(t):
@@ -75,8 +75,8 @@ class SpaRSA:
       return p, rp, value, ok | (t <= t_min)
 
     t, (x, residual, objective, _), i = backtrack(
-        trial, lambda t, outputs: outputs[3], t_rule,
+        trial, lambda t, outputs: outputs[3], t_policy,
         lambda t: jnp.maximum(self.shrink * t, t_min), self.max_backtracks)
     recent = jnp.roll(state.recent, 1).at[0].set(objective)
     return SpaRSAState(x, residual, problem.grad_from_residual(residual), objective, t, i,
-                       rule_state, recent)
+                       policy_state, recent)
