@@ -69,6 +69,31 @@ def sample_indices(seed: int, stream: int, step: jax.Array, population, batch_si
   return jax.random.randint(key, (batch_size,), 0, population)
 
 
+def minibatch_step(config, stream: int, loss: Callable) -> Callable:
+  """The jitted optimiser step ``(state, (problems, targets)) -> (state, loss)``.
+
+  Gathers ``config.batch_size`` problems (distinct when the set holds that many; PRNG stream
+  ``stream``, see ``sample_indices``), takes the value and gradient of
+  ``loss(params, batch_stats, problems, targets)`` and applies one update of
+  ``make_optimizer(config)``.
+  """
+  optimizer = make_optimizer(config)
+
+  def step(state: TrainState, data):
+    problems, targets = data
+    n = targets.shape[0]
+    index = sample_indices(config.seed, stream, state.step, n, config.batch_size,
+                           distinct=n >= config.batch_size)
+    batch = jax.tree_util.tree_map(lambda a: a[index], problems)
+    value, grads = jax.value_and_grad(loss)(state.params, state.batch_stats, batch,
+                                            targets[index])
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(params, state.batch_stats, opt_state, state.step + 1), value
+
+  return jax.jit(step)
+
+
 def run(step_fn: Callable, state: TrainState, data, *, total_steps: int, items_per_step: int,
         log_every: int, checkpoint_every: int, save: Optional[Callable] = None,
         boundary: Callable[[int], bool] = lambda step: False,

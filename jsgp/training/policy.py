@@ -34,7 +34,6 @@ from typing import Any, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import logging
 
 from jsgp import policies
@@ -175,23 +174,14 @@ def initial_variables(config: PolicyTrainingConfig, problems: L1Problem):
 
 @functools.lru_cache(maxsize=8)
 def make_step(config: PolicyTrainingConfig):
-  """The jitted optimiser step ``(state, (problems, x*)) -> (state, loss)``."""
-  optimizer = loop.make_optimizer(config)
+  """The jitted optimiser step ``(state, (problems, x*)) -> (state, loss)`` on the hand-off
+  loss (``loop.minibatch_step``, PRNG stream 3)."""
 
-  def step(state: loop.TrainState, data):
-    problems, x_star = data
-    n = x_star.shape[0]
-    index = loop.sample_indices(config.seed, 3, state.step, n, config.batch_size,
-                                distinct=n >= config.batch_size)
-    batch = jax.tree_util.tree_map(lambda a: a[index], problems)
-    loss, grads = jax.value_and_grad(handoff_loss)(
-        state.params, state.batch_stats, config.net, batch, x_star[index], config.policy_steps,
-        config.descent_penalty)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return loop.TrainState(params, state.batch_stats, opt_state, state.step + 1), loss
+  def loss(params, batch_stats, problems, x_star):
+    return handoff_loss(params, batch_stats, config.net, problems, x_star, config.policy_steps,
+                        config.descent_penalty)
 
-  return jax.jit(step)
+  return loop.minibatch_step(config, 3, loss)
 
 
 def train_policy(config: PolicyTrainingConfig, images: np.ndarray, *,

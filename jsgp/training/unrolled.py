@@ -30,7 +30,6 @@ from typing import Dict, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import logging
 
 from jsgp import nets, policies
@@ -105,25 +104,15 @@ def loss_memory(net: nets.UNetConfig, variables, problems: L1Problem, x_star: ja
 
 @functools.lru_cache(maxsize=8)
 def make_unrolled_step(config: UnrolledConfig):
-  """The jitted optimiser step ``(state, (problems, targets)) -> (state, loss)``: gather a
-  minibatch (distinct problems when the set is large enough), value-and-grad of the unrolled
-  loss, Adam. ``targets``: ``x*`` or the images, as ``config.target`` says."""
-  optimizer = loop.make_optimizer(config)
+  """The jitted optimiser step ``(state, (problems, targets)) -> (state, loss)`` on the unrolled
+  loss (``loop.minibatch_step``, PRNG stream 2). ``targets``: ``x*`` or the images, as
+  ``config.target`` says."""
 
-  def step(state: loop.TrainState, data):
-    problems, targets = data
-    n = targets.shape[0]
-    index = loop.sample_indices(config.seed, 2, state.step, n, config.batch_size,
-                                distinct=n >= config.batch_size)
-    batch = jax.tree_util.tree_map(lambda a: a[index], problems)
-    loss, grads = jax.value_and_grad(unrolled_loss)(
-        state.params, state.batch_stats, config.net, batch, targets[index], config.unroll_steps,
-        config.remat, config.descent_penalty, config.target)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return loop.TrainState(params, state.batch_stats, opt_state, state.step + 1), loss
+  def loss(params, batch_stats, problems, targets):
+    return unrolled_loss(params, batch_stats, config.net, problems, targets, config.unroll_steps,
+                         config.remat, config.descent_penalty, config.target)
 
-  return jax.jit(step)
+  return loop.minibatch_step(config, 2, loss)
 
 
 def calibrate_batch_stats(net: nets.UNetConfig, variables, inputs: jax.Array):
