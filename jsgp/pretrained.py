@@ -34,7 +34,12 @@ def _paths(prefix: str) -> Tuple[str, str]:
 
 
 def available() -> Tuple[str, ...]:
-  """The tasks with a shipped policy, sorted."""
+  """The tasks with a shipped policy, sorted.
+
+  Returns:
+    A tuple of task names (e.g. ``("ct", "deblur", "fourier", "inpainting")``): those with a
+    ``<task>.json`` manifest in ``DATA_DIR``; ``()`` where that folder is absent.
+  """
   if not os.path.isdir(DATA_DIR):
     return ()
   return tuple(sorted(name[:-5] for name in os.listdir(DATA_DIR) if name.endswith(".json")))
@@ -42,7 +47,24 @@ def available() -> Tuple[str, ...]:
 
 def save(prefix: str, variables: Dict[str, Any], net, manifest: Dict[str, Any]) -> str:
   """Write ``<prefix>.msgpack`` and ``<prefix>.json`` (``manifest`` plus the architecture and the
-  checksum); returns the manifest path."""
+  checksum); returns the manifest path.
+
+  Args:
+    prefix: the path of both files without their extension; its folder is created if needed
+      and existing files are replaced (each is written to ``<file>.tmp``, then renamed).
+    variables: the network's variables, a dict of array pytrees (``"params"`` and, for a network
+      with BatchNorm, ``"batch_stats"``: the only two that ``load`` reads back), stored as
+      NumPy arrays in msgpack (``flax.serialization``).
+    net: the network configuration (``jsgp.nets.UNetConfig`` or a ``jsgp.policy_nets``
+      architecture, with its ``kind``), recorded as ``manifest["net"]`` (``net_to_dict``).
+    manifest: JSON-serialisable fields to record; ``load`` requires ``"task"``. The shipped
+      manifests also hold ``policy_steps`` (the budget ``solver`` uses), ``min_size`` and
+      ``size_multiple`` (``check_shape``), the training configuration and held-out results.
+      ``format``, ``net``, ``weights``, ``sha256`` and ``bytes`` are set here, over any given.
+
+  Returns:
+    The manifest path ``<prefix>.json``.
+  """
   from flax import serialization  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   weights, meta = _paths(prefix)
@@ -62,7 +84,19 @@ def save(prefix: str, variables: Dict[str, Any], net, manifest: Dict[str, Any]) 
 
 def read_manifest(prefix: str) -> Dict[str, Any]:
   """The manifest ``<prefix>.json``; ``PolicyFileError`` naming the file if it is absent or not a
-  jsgp policy manifest."""
+  jsgp policy manifest.
+
+  Args:
+    prefix: the policy's file prefix (the path without ``.json`` / ``.msgpack``).
+
+  Returns:
+    The manifest as a dict, with ``format`` (``FORMAT``), ``net``, ``sha256`` and ``task`` at
+    least.
+
+  Raises:
+    PolicyFileError: the file is absent or unreadable (not JSON), is not a dict holding
+      ``format``, ``net``, ``sha256`` and ``task``, or has another ``format`` than ``FORMAT``.
+  """
   meta = _paths(prefix)[1]
   if not os.path.exists(meta):
     raise PolicyFileError(f"no policy manifest {meta}")
@@ -82,7 +116,22 @@ def read_manifest(prefix: str) -> Dict[str, Any]:
 
 def load(prefix: str):
   """``(policy, manifest)`` from ``<prefix>.msgpack`` / ``.json``; the weights' sha256 must match
-  the manifest's (``PolicyFileError`` naming the file otherwise)."""
+  the manifest's (``PolicyFileError`` naming the file otherwise).
+
+  Args:
+    prefix: the policy's file prefix (the path without extension), e.g. from ``find`` or as
+      given to ``save``.
+
+  Returns:
+    ``(policy, manifest)``: a ``jsgp.policies.LearnedPolicy`` (``variables``: ``"params"`` and
+    ``"batch_stats"`` as JAX arrays, empty dicts where absent; ``config``: the network rebuilt
+    from ``manifest["net"]``) and the manifest dict (``read_manifest``).
+
+  Raises:
+    PolicyFileError: (a ``ValueError``) the manifest is absent or invalid (``read_manifest``);
+      the weights file is missing or its sha256 differs from the manifest's; the network
+      configuration or the weights cannot be read.
+  """
   from flax import serialization  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from jsgp import policies  # pylint: disable=import-outside-toplevel
@@ -111,7 +160,21 @@ def _to_jax(tree, jnp):
 
 
 def manifest(task: str) -> Dict[str, Any]:
-  """The shipped manifest of ``task``'s policy."""
+  """The shipped manifest of ``task``'s policy.
+
+  Args:
+    task: a task with a shipped policy (one of ``available()``).
+
+  Returns:
+    The manifest dict (``read_manifest``): among others the network (``"net"``), the policy
+    budget it was trained for (``"policy_steps"``), the image sizes it accepts (``"min_size"``,
+    ``"size_multiple"``), the training configuration and data, the held-out time-to-accuracy
+    (``"held_out"``) and the weights' ``"sha256"``.
+
+  Raises:
+    ValueError: no shipped policy for ``task``.
+    PolicyFileError: the shipped manifest is absent, unreadable or invalid.
+  """
   return read_manifest(_prefix(task))
 
 
@@ -123,7 +186,16 @@ def _prefix(task: str) -> str:
 
 
 def check_shape(record: Dict[str, Any], image_shape) -> None:
-  """Refuse an image shape the policy's network cannot take (``ValueError`` naming both)."""
+  """Refuse an image shape the policy's network cannot take (``ValueError`` naming both).
+
+  Args:
+    record: a policy manifest (``manifest``, ``load``): its ``"min_size"`` (default 16) and
+      ``"size_multiple"`` (default 1) bound each side; its ``"task"`` names it in the error.
+    image_shape: the image shape ``(H, W)`` (any sequence of integers).
+
+  Raises:
+    ValueError: a side is below ``min_size`` or not a multiple of ``size_multiple``.
+  """
   multiple = int(record.get("size_multiple", 1))
   minimum = int(record.get("min_size", 16))
   shape = tuple(int(s) for s in image_shape)
@@ -135,13 +207,33 @@ def check_shape(record: Dict[str, Any], image_shape) -> None:
 def policy(task: str):
   """The shipped policy of ``task`` (``"inpainting"``, ``"fourier"``, ``"deblur"``, ``"ct"``),
   a ``jsgp.policies.LearnedPolicy`` for ``jsgp.solvers.DRS``; ``max_policy_steps`` of the
-  default DRS is the number it was trained for (``manifest(task)["policy_steps"]``)."""
+  default DRS is the number it was trained for (``manifest(task)["policy_steps"]``).
+
+  Args:
+    task: a task with a shipped policy (one of ``available()``).
+
+  Returns:
+    The ``jsgp.policies.LearnedPolicy`` (``load``; its weights verified against the manifest's
+    sha256).
+
+  Raises:
+    ValueError: no shipped policy for ``task``.
+    PolicyFileError: the shipped files are missing, corrupted or unreadable.
+  """
   return load(_prefix(task))[0]
 
 
 def find(source: str, task: str) -> Optional[str]:
   """The file prefix of ``task``'s policy in ``source``: ``"pretrained"`` (the shipped ones) or a
   folder of ``<task>.msgpack`` / ``<task>.json`` files; None when ``source`` has none for ``task``.
+
+  Args:
+    source: ``"pretrained"``, or the path of a folder of policy files.
+    task: the task name, the stem of the files.
+
+  Returns:
+    The prefix ``DATA_DIR/<task>`` or ``<source>/<task>`` (for ``load``) where its ``.json``
+    manifest exists (the ``.msgpack`` is checked by ``load``), else ``None``.
 
   Raises:
     ValueError: ``source`` is neither ``"pretrained"`` nor an existing folder.
@@ -167,7 +259,24 @@ def _drs(prefix: str, kwargs) -> Tuple[Any, Dict[str, Any]]:
 
 def solver_from(source: str, task: str, **kwargs):
   """``(label, DRS)`` with ``task``'s policy from ``source`` (see ``find``) and the policy budget
-  it was trained for, or None when ``source`` has no policy for ``task``."""
+  it was trained for, or None when ``source`` has no policy for ``task``.
+
+  Args:
+    source: ``"pretrained"`` or a folder of policy files (``find``).
+    task: the task name.
+    **kwargs: settings of ``jsgp.solvers.DRS`` (``mode``, ``handoff``, ...);
+      ``max_policy_steps`` defaults to the manifest's ``"policy_steps"`` (5 where it has none).
+
+  Returns:
+    ``(label, method)``: ``method``, the ``DRS`` over the loaded policy; ``label``, a
+    description for tables and plots, ``"DRS <mode> + <net kind> (<source folder name>,
+    H=<max_policy_steps>)"``. ``None`` when ``source`` has no policy for ``task``.
+
+  Raises:
+    ValueError: ``source`` is neither ``"pretrained"`` nor an existing folder, or ``kwargs``
+      holds an invalid ``DRS`` setting.
+    PolicyFileError: the policy's files are missing, corrupted or unreadable.
+  """
   prefix = find(source, task)
   if prefix is None:
     return None
@@ -179,5 +288,18 @@ def solver_from(source: str, task: str, **kwargs):
 
 def solver(task: str, **kwargs):
   """``DRS`` with the shipped policy of ``task`` and the policy budget it was trained for
-  (``kwargs`` go to ``DRS``)."""
+  (``kwargs`` go to ``DRS``).
+
+  Args:
+    task: a task with a shipped policy (one of ``available()``).
+    **kwargs: settings of ``jsgp.solvers.DRS`` (``mode``, ``handoff``, ...);
+      ``max_policy_steps`` defaults to the manifest's ``"policy_steps"`` (5 where it has none).
+
+  Returns:
+    The ``DRS`` method over the shipped ``LearnedPolicy``.
+
+  Raises:
+    ValueError: no shipped policy for ``task``, or ``kwargs`` holds an invalid ``DRS`` setting.
+    PolicyFileError: the shipped files are missing, corrupted or unreadable.
+  """
   return _drs(_prefix(task), kwargs)[0]

@@ -112,6 +112,34 @@ def make_problem(measurement: LinearOperator, y: jax.Array, lam, *,
   Raises ``ValueError`` for ``lam <= 0``, NaN/Inf in ``y``, a ``y`` of the wrong shape, or a
   complex ``y`` for an operator whose measurements are real.
   ``lipschitz`` defaults to a power-iteration estimate of ``||A||^2`` times ``LIPSCHITZ_MARGIN``.
+
+  Args:
+    measurement: the measurement operator ``M`` (a ``jsgp.operators.LinearOperator``): image
+      ``measurement.in_shape`` -> measurements ``measurement.out_shape``.
+    y: the measurements, shape ``measurement.out_shape``, finite; complex only for an operator
+      with complex measurements (e.g. partial Fourier). Its real dtype is the problem's dtype
+      (of ``lam``, ``lipschitz`` and the power iteration).
+    lam: the regularisation weight, a finite scalar > 0.
+    synthesis: the operator ``W^T`` from the unknown coefficient canvas to the image (its
+      ``out_shape`` must be ``measurement.in_shape``); ``None`` (default):
+      ``Identity(measurement.in_shape)``.
+    lipschitz: an upper bound on ``||A||^2``, finite and > 0; ``None`` (default): the
+      power-iteration estimate of ``||M o W^T||^2`` times ``LIPSCHITZ_MARGIN``.
+    key: the PRNG key of the power iteration's random start (used only when ``lipschitz`` is
+      ``None``); ``None`` (default): ``jax.random.PRNGKey(0)``.
+    power_iterations: the number of power iterations (default 30; used only when
+      ``lipschitz`` is ``None``).
+
+  Returns:
+    An unbatched ``L1Problem`` holding ``measurement``, ``synthesis`` (or the ``Identity``),
+    ``y`` as a JAX array, and ``lam`` and ``lipschitz`` as scalar arrays in the real dtype of
+    ``y``.
+
+  Raises:
+    ValueError: ``lam`` not a finite scalar > 0; NaN/Inf in ``y``; ``y`` not of shape
+      ``measurement.out_shape``; ``synthesis.out_shape`` not ``measurement.in_shape``; a
+      complex ``y`` for an operator whose measurements are real; ``lipschitz`` (given or
+      estimated) not finite and > 0.
   """
   if synthesis is None:
     synthesis = Identity(tuple(measurement.in_shape))
@@ -259,6 +287,26 @@ def simulate(task: Task, image: jax.Array, key: jax.Array, power_iterations: int
   measurements the real and imaginary parts each get ``noise_sigma / sqrt(2)`` so that the noise
   power per sample equals that of image-domain noise of std ``noise_sigma`` (the DFT is
   orthonormal). Unsampled entries stay exactly zero.
+
+  Args:
+    task: the measurement setting, a ``Task`` (hashable, not a pytree: static under ``jit``).
+      Its name, ``image_shape``, ``n_views``, ``pattern``, ``wavelet`` and ``level`` fix the
+      problem's structure; its numeric settings are used unless ``numbers`` is given.
+    image: the true image, shape ``task.image_shape`` ``(H, W)``, floating point on the 0-255
+      scale; its dtype is the problem's.
+    key: a PRNG key, split three ways: the operator draw (pixel mask, k-space pattern; unused
+      for ``deblur`` and ``ct``), the noise, and the power iteration's random start.
+    power_iterations: the number of power iterations estimating ``||A||^2`` (default 30).
+    numbers: the numeric settings as values that may be traced (``TaskNumbers``: ``rate``,
+      ``noise_sigma``, ``lam``, ``blur_sigma``); ``None`` (default): ``TaskNumbers.of(task)``.
+
+  Returns:
+    An unbatched ``L1Problem``: ``measurement``, the task's operator ``M``; ``synthesis``,
+    ``task.synthesis`` (``WaveletSynthesis(image_shape, wavelet, level)``: the unknown is its
+    coefficient canvas ``(Hc, Wc)``); ``y``, the noisy measurements ``measurement.out_shape``
+    (complex for ``fourier``); ``lam``, the scalar weight; ``lipschitz``, ``LIPSCHITZ_MARGIN``
+    times the power-iteration estimate of ``||A||^2``. The operator, ``lam`` and ``lipschitz``
+    are in ``image``'s dtype, ``y`` in it or its complex counterpart.
   """
   numbers = TaskNumbers.of(task) if numbers is None else numbers
   dtype = image.dtype
@@ -279,6 +327,24 @@ def simulate_batch(task: Task, images: jax.Array, key: jax.Array,
   for training), by default ``task``'s for all. Where the operator does not depend on the key
   (``SHARED_OPERATOR_TASKS``, with settings common to the batch) it is built, and its Lipschitz
   constant estimated, once for the batch rather than once per image.
+
+  Args:
+    task: the measurement setting, a ``Task``. Only its structure (name, ``image_shape``,
+      ``n_views``, ``pattern``, ``wavelet``, ``level``) is a static key of the jitted
+      simulation; its numeric settings are passed as values, so a new ``rate`` or ``lam`` does
+      not recompile.
+    images: the true images ``(B, H, W)``, ``(H, W) = task.image_shape``, floating point on the
+      0-255 scale; their dtype is the problems'.
+    key: one PRNG key, split into ``B`` keys (image ``i``'s key plays ``simulate``'s ``key``).
+    numbers: a ``TaskNumbers`` of scalars (common to the batch) or of ``(B,)`` arrays (per
+      image: if any field is an array, all must be ``(B,)``), cast to ``images``' dtype;
+      ``None`` (default): ``task``'s settings.
+
+  Returns:
+    A batched ``L1Problem``: ``y`` ``(B,) + measurement.out_shape``, ``lam`` and ``lipschitz``
+    ``(B,)`` (30 power iterations), the measurement operator's array leaves with a leading
+    ``B`` axis (broadcast copies of one operator for ``SHARED_OPERATOR_TASKS`` with common
+    settings); ``synthesis`` (``task.synthesis``, which has no array leaves) is shared.
   """
   keys = jax.random.split(key, images.shape[0])
   per_image = numbers is not None and any(np.ndim(v) for v in numbers)

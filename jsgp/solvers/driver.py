@@ -63,7 +63,16 @@ class Result(NamedTuple):
 
 
 def status_name(status) -> str:
-  """``"converged"``, ``"max_iter"`` or ``"non_finite"`` for a (concrete, scalar) status."""
+  """``"converged"``, ``"max_iter"`` or ``"non_finite"`` for a (concrete, scalar) status.
+
+  Args:
+    status: a ``Result.status`` value (``protocol.CONVERGED``, ``MAX_ITER`` or ``NON_FINITE``):
+      a Python int or a concrete scalar array (for a batch, one element of ``status``), not a
+      tracer.
+
+  Returns:
+    The status's name, ``protocol.STATUS_NAMES[int(status)]``.
+  """
   return protocol.STATUS_NAMES[int(status)]
 
 
@@ -92,6 +101,43 @@ def run(method, problem, x0: jax.Array, max_iter: int, tol=0.0,
   ``max_iter`` must be static under jit (it sizes the history). ``ground_truth`` ``(H, W)``: the
   true image, against which NMSE is recorded each iteration (one wavelet synthesis per iteration).
   ``unroll``: the differentiable mode (module docstring); ``tol`` is then ignored.
+
+  Args:
+    method: a jsgp method: a pytree with ``init(problem, x0) -> state`` and
+      ``step(problem, state) -> state`` (``jsgp.solvers.protocol``), e.g. ``FISTA()`` or
+      ``DRS(policy)``; its array leaves (e.g. network weights) may be traced.
+    problem: one (unbatched) ``L1Problem``.
+    x0: the starting canvas, shape ``problem.op.in_shape`` ``(Hc, Wc)`` (e.g.
+      ``problem.zeros()``).
+    max_iter: the most steps (exactly this many with ``unroll``); a Python int, static under
+      jit: it sizes the history ``(max_iter + 1,)``. ``0`` returns the initial state.
+    tol: the relative tolerance of the stopping rule ``|F_k - F_{k+1}| <= tol * |F_k|``, a
+      scalar (may be traced). ``0`` (default) stops only where the objective no longer changes;
+      ``tol < 0`` never stops before ``max_iter``. Ignored with ``unroll``.
+    ground_truth: the true image ``(H, W)`` (``problem.synthesis.out_shape``) for
+      ``History.nmse``; ``None`` (default): ``nmse`` is NaN and no synthesis is spent on it.
+    unroll: ``False`` (default): the solving mode (``jax.lax.while_loop``, stopped by
+      ``max_iter``, the tolerance or a non-finite objective); ``True``: the differentiable mode
+      (``jax.lax.scan`` of exactly ``max_iter`` steps, no stopping test). A Python bool.
+    remat: unroll mode only: ``True`` (default) wraps each step in ``jax.checkpoint`` so that
+      reverse mode stores one state per step; ``False`` stores every step's intermediates.
+    record: unroll mode only: ``record(problem, state) -> pytree``, evaluated after each step
+      and stacked along a leading ``max_iter`` axis into ``Result.trace``; ``None`` (default):
+      no trace.
+
+  Returns:
+    A ``Result``: ``x``, the final iterate ``(Hc, Wc)``; ``state``, the method's final state;
+    ``history``, a ``History`` of ``(max_iter + 1,)`` arrays (objective, stepsize, backtracks,
+    NMSE in dB; index k after k steps, NaN after ``num_iter``) in the objective's real dtype;
+    ``num_iter``, the steps taken (int32 scalar); ``converged`` (bool scalar) and ``status``
+    (int32 scalar: ``CONVERGED``, ``MAX_ITER`` or ``NON_FINITE``, the last when the run stopped
+    at a step whose objective was NaN / inf). Unroll mode: ``num_iter = max_iter``,
+    ``converged = False``, ``status = MAX_ITER``, and ``trace`` holds the stacked records
+    (``None`` without ``record``, and always in the solving mode).
+
+  Raises:
+    TypeError: ``method`` has no callable ``init`` and ``step``.
+    ValueError: ``record`` is given without ``unroll=True``.
   """
   protocol.check_method(method)
   state = method.init(problem, x0)
@@ -159,6 +205,35 @@ def run_batch(method, problems, x0: jax.Array, max_iter: int, tol=0.0,
   (``jsgp.distributed``); ``None`` (one device) changes nothing. ``unroll`` and ``mode``
   (``remat``, ``record``): the differentiable mode of ``run``, vmapped. Pure: jit it (``solve``
   does).
+
+  Args:
+    method: a jsgp method (as for ``run``), shared by every instance (not batched); its
+      ``vmap_variant()`` is used where it has one (``protocol.for_vmap``).
+    problems: a batched ``L1Problem`` (e.g. from ``simulate_batch``): a leading batch axis
+      ``B`` on ``y``, ``lam``, ``lipschitz`` and the operators' array leaves.
+    x0: the starting canvases ``(B, Hc, Wc)`` (``Hc, Wc`` = ``op.in_shape``).
+    max_iter: the most steps per instance (exactly this many with ``unroll``); a Python int,
+      static under jit (it sizes the history).
+    tol: the scalar relative tolerance of ``run``'s stopping rule, shared by the batch
+      (default ``0``; ``tol < 0`` never stops); ignored with ``unroll``.
+    ground_truth: the true images ``(B, H, W)`` for ``History.nmse``; ``None`` (default): NaN.
+    mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis (``jsgp.distributed.make_mesh``):
+      inputs and result are constrained to a batch axis sharded over it; static under jit.
+      ``None`` (default): one device, nothing changes.
+    unroll: ``True``: ``run``'s differentiable mode, vmapped (exactly ``max_iter`` steps per
+      instance); ``False`` (default): the solving mode, one ``while_loop`` for the batch.
+    **mode: ``remat`` and ``record``, passed to ``run``; used only with ``unroll=True``.
+
+  Returns:
+    A ``Result`` with a leading batch axis on every field: ``x`` ``(B, Hc, Wc)``, ``state`` the
+    batched final states, ``history`` fields ``(B, max_iter + 1)`` (NaN after each instance's
+    ``num_iter``), ``num_iter``, ``converged`` and ``status`` ``(B,)`` (each instance's own; an
+    instance is frozen once its own test fired). Unroll mode: as ``run``'s, batched; ``trace``
+    stacked ``(B, max_iter, ...)`` with ``record`` (``None`` otherwise).
+
+  Raises:
+    TypeError: ``method`` has no callable ``init`` and ``step``.
+    ValueError: ``record`` is given without ``unroll=True``.
   """
   problems, x0, ground_truth = distributed.constrain_batch((problems, x0, ground_truth), mesh)
   method = protocol.for_vmap(method)
@@ -275,6 +350,41 @@ def solve(method, problem, x0: Optional[jax.Array] = None, *, max_iter: int = 10
   (e.g. a network policy) is replicated, only the loop predicate is shared. Raises
   ``ValueError`` for bad inputs before tracing. ``max_iter = 0`` returns ``x0``; ``tol < 0``
   runs exactly ``max_iter`` steps.
+
+  Args:
+    method: a jsgp method (``init`` / ``step``, ``jsgp.solvers.protocol``), e.g. ``FISTA()`` or
+      ``pretrained.solver("inpainting")``; passed to jit as a pytree (its static fields key the
+      compilation, its array leaves, e.g. network weights, are traced).
+    problem: an ``L1Problem`` (``make_problem``, ``simulate``) or a batch of them
+      (``simulate_batch``: ``y`` ``(B,) + op.out_shape``, ``lam`` ``(B,)``).
+    x0: the starting canvas ``problem.op.in_shape`` ``(Hc, Wc)``, or ``(B, Hc, Wc)`` for a
+      batch (its extra leading axis is what makes the solve batched); ``None`` (default):
+      ``problem.zeros()``.
+    max_iter: the most steps per instance, an integer >= 0 (default 100); static: each value
+      compiles once.
+    tol: the relative tolerance of the stopping rule ``|F_k - F_{k+1}| <= tol * |F_k|``: a real
+      number, not NaN (``inf`` allowed); default ``0``: stop where the objective no longer
+      changes. Passed traced.
+    ground_truth: the true image ``(H, W)`` (``(B, H, W)`` for a batch), against which
+      ``History.nmse`` (dB) is recorded each iteration; ``None`` (default): NaN.
+    mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis, for a batched problem only: the batch
+      is sharded over it, ``method`` and ``tol`` replicated; ``None`` (default): one device.
+
+  Returns:
+    ``run``'s ``Result`` for one problem, ``run_batch``'s (a leading ``(B,)`` axis on every
+    field) for a batch: the final iterate ``x``, the method's final ``state``, the ``History``
+    (``(max_iter + 1,)`` per instance, NaN after ``num_iter``), ``num_iter``, ``converged`` and
+    ``status`` (``status_name`` names it); ``trace`` is ``None``.
+
+  Raises:
+    TypeError: ``method`` has no callable ``init`` and ``step``.
+    ValueError: before tracing: ``max_iter`` not an integer >= 0 (a bool included); ``tol``
+      not a real number, or NaN; ``x0`` not of shape ``op.in_shape`` or
+      ``(B,) + op.in_shape``; ``y`` or ``lam`` not of the shape that ``x0``'s batch implies; a
+      complex ``y`` for an operator with real measurements; ``lam`` or ``lipschitz`` not finite
+      and > 0; NaN/Inf in ``y``, ``x0`` or ``ground_truth``; ``ground_truth`` of the wrong
+      shape; a ``mesh`` with an unbatched problem; a batch size that the mesh's ``"data"`` axis
+      does not divide.
   """
   protocol.check_method(method)
   max_iter = validation.check_integer("max_iter", max_iter, 0)
