@@ -18,9 +18,8 @@ TINY = ["--image_size=32", "--n_train=2", "--n_test=2", "--num_stages=2", "--ste
 EXPECTED_CASES = {"inpainting": 2, "fourier": 3, "deblur": 2, "ct": 3}
 
 
-@pytest.mark.parametrize("task", [
-    pytest.param(t, marks=() if t == "fourier" else pytest.mark.slow)
-    for t in sorted(EXPECTED_CASES)])
+@pytest.mark.slow  # the default suite runs the protocol end to end in the --policy test below
+@pytest.mark.parametrize("task", sorted(EXPECTED_CASES))
 def test_experiment_writes_finite_results_for_every_method_and_case(task, tmp_path):
   extra = {"inpainting": ["--test_rates=0.5"], "fourier": ["--test_rates=0.5"],
            "deblur": [], "ct": ["--test_n_views=16,8", "--n_views=16"]}[task]

@@ -222,7 +222,7 @@ def test_converged_solutions_are_cached(tmp_path, tiny_images):
   np.testing.assert_array_equal(again.x_star, first.x_star)
 
 
-@pytest.mark.parametrize("head", ["step", "diag"])
+@pytest.mark.parametrize("head", [pytest.param("step", marks=pytest.mark.slow), "diag"])
 def test_chunked_advance_equals_eq6_then_eq8_on_the_whole_batch(tiny_images, head):
   """``advance`` runs the network ``chunk`` instances at a time (with a remainder chunk here:
   4 = 3 + 1); the next iterates must equal eq. 6 then eq. 8 computed on the whole batch at once

@@ -36,8 +36,9 @@ def _batch(n=2, shape=(32, 32), dtype=np.float64, task=TASK):
   return images, simulate_batch(task, jnp.asarray(images), jax.random.PRNGKey(3))
 
 
-@pytest.mark.parametrize("mode, diagonal", [("relaxation", False), ("relaxation", True),
-                                           ("safeguarded", False)])
+@pytest.mark.parametrize("mode, diagonal", [
+    ("relaxation", False), pytest.param("relaxation", True, marks=pytest.mark.slow),
+    ("safeguarded", False)])
 def test_gradient_through_drs_steps_matches_finite_differences_float64(mode, diagonal):
   """d/dtheta of the trajectory loss through 6 DRS steps (relaxation: Armijo and fallback;
   safeguarded: the acceptance test): the jax.grad with the piecewise-constant factors (line
@@ -115,6 +116,7 @@ def _config(**changes):
   return dataclasses.replace(base, **changes)
 
 
+@pytest.mark.slow
 def test_unrolled_training_lowers_the_loss_and_resumes_exactly(tmp_path):
   images = load_images(None, "train", 32, n=4)
   config = _config()
