@@ -1,5 +1,5 @@
 """Bad input is a clear error before any work; files are written atomically and guarded by locks;
-an unfinished checkpoint is not silently reused (issue 15)."""
+an unfinished checkpoint is not silently reused."""
 import errno
 import os
 import re
@@ -178,6 +178,7 @@ def test_full_disk_gives_a_clear_error_and_leaves_no_partial_file(tmp_path, monk
   assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, tiny_images, monkeypatch):
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   ckpt = str(tmp_path / "ckpt")

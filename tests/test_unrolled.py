@@ -1,4 +1,4 @@
-"""Unrolled training (issue 8): exact gradients through DRS, remat, memory, resume, the oracle."""
+"""Unrolled training: exact gradients through DRS, remat, memory, resume, the oracle."""
 import dataclasses
 import json
 import math
@@ -37,8 +37,8 @@ def _batch(n=2, shape=(32, 32), dtype=np.float64, task=TASK):
 
 
 @pytest.mark.parametrize("mode, diagonal", [
-    ("relaxation", False), pytest.param("relaxation", True, marks=pytest.mark.slow),
-    ("safeguarded", False)])
+    pytest.param("relaxation", False, marks=pytest.mark.slow),
+    pytest.param("relaxation", True, marks=pytest.mark.slow), ("safeguarded", False)])
 def test_gradient_through_drs_steps_matches_finite_differences_float64(mode, diagonal):
   """d/dtheta of the trajectory loss through 6 DRS steps (relaxation: Armijo and fallback;
   safeguarded: the acceptance test): the jax.grad with the piecewise-constant factors (line
@@ -209,6 +209,7 @@ def test_unrolled_experiment_writes_every_row(tmp_path):
   assert "Greedy oracle, diagonal" in (tmp_path / "results.md").read_text()
 
 
+@pytest.mark.slow
 def test_descent_penalty_sees_the_switch_off_that_the_distance_cannot():
   """A policy whose direction is no descent direction (relaxation mode) hands off for good: the
   distance-to-x* loss has no gradient for that, the hinge has, and the state records it."""

@@ -28,7 +28,7 @@ import numpy as np
 
 from experiments import methods as registry
 from experiments.bench import peers, reference
-from experiments.bench.config import BenchConfig
+from experiments.bench.config import BenchConfig, task_of
 from experiments.bench.timing import NO_STOP, compile_fn, interleaved, median, paired_ratio
 from jsgp.metrics import nmse_db
 from jsgp.problems import Task, simulate
@@ -138,16 +138,6 @@ def describe(task: Task, cfg: BenchConfig, index: int, problem) -> Dict[str, Any
   return {"task": repr(task), "size": cfg.size, "image": index, "seed": cfg.seed,
           "lam": float(problem.lam), "data": cfg.data_dir or "embedded",
           "tol": cfg.reference_tol, "max_iter": cfg.reference_max_iters}
-
-
-def task_of(name: str, cfg) -> Task:
-  """The accuracy mode's task: ``--size`` (CT: ``--ct_size``, ``--ct_views``), ``--rate``,
-  ``--noise_sigma``, ``--pattern``, ``lam`` the paper's x ``--lam_multiplier``."""
-  from jsgp.problems import PAPER_LAM  # pylint: disable=import-outside-toplevel
-  size = cfg.ct_size if name == "ct" else cfg.size
-  return Task(name, (size, size), rate=cfg.rate, noise_sigma=cfg.noise_sigma,
-              pattern=cfg.pattern, n_views=cfg.ct_views,
-              lam=PAPER_LAM[name] * getattr(cfg, "lam_multiplier", 1.0))
 
 
 def accuracy_task(name: str, images: np.ndarray, cfg: BenchConfig,

@@ -8,6 +8,7 @@ from typing import Optional, Tuple
 from experiments import methods
 from experiments.cli import option
 from jsgp.operators import PATTERNS
+from jsgp.problems import PAPER_LAM, Task
 
 ALL_TASKS = ("inpainting", "fourier", "deblur", "ct")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -52,10 +53,10 @@ class BenchConfig:
                        "policies: 'pretrained' (jsgp.pretrained, the shipped ones) or a folder "
                        "of <task>.msgpack/<task>.json policy files "
                        "(experiments.train_policy); empty: none.")
-  lam_multiplier: float = option(1.0, "Accuracy mode: lam = the task's paper value x this.")
-  rate: float = option(0.5, "Accuracy mode: sampling rate (inpainting, fourier).")
-  noise_sigma: float = option(0.0, "Accuracy mode: measurement noise std (0-255 scale).")
-  pattern: str = option("variable_density", "Accuracy mode: k-space sampling (fourier).",
+  lam_multiplier: float = option(1.0, "lam = the task's paper value x this.")
+  rate: float = option(0.5, "Sampling rate (inpainting, fourier).")
+  noise_sigma: float = option(0.0, "Measurement noise std (0-255 scale).")
+  pattern: str = option("variable_density", "k-space sampling (fourier).",
                         choices=PATTERNS)
   size: int = option(256, "Image side of inpainting / fourier / deblur (accuracy mode default "
                      f"{ACCURACY['size']}).")
@@ -152,3 +153,12 @@ class BenchConfig:
   @property
   def checkpoint(self) -> Optional[str]:
     return self.checkpoint_dir or None
+
+
+def task_of(name: str, cfg) -> Task:
+  """The benchmark's task (both modes): ``--size`` (CT: ``--ct_size``, ``--ct_views``),
+  ``--rate``, ``--noise_sigma``, ``--pattern``, ``lam`` the paper's x ``--lam_multiplier``."""
+  size = cfg.ct_size if name == "ct" else cfg.size
+  return Task(name, (size, size), rate=cfg.rate, noise_sigma=cfg.noise_sigma,
+              pattern=cfg.pattern, n_views=cfg.ct_views,
+              lam=PAPER_LAM[name] * getattr(cfg, "lam_multiplier", 1.0))

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import methods as registry
-from experiments.bench.config import BenchConfig
+from experiments.bench.config import BenchConfig, task_of
 from experiments.bench.timing import (batch_init_fn, batch_solve_fn, compile_fn, floor_fn,
                                       init_fn, interleaved, jaxopt_fn, loadavg, median,
                                       paired_ratio, parts_fns, policy_fn, solve_fn)
@@ -21,7 +21,7 @@ from jsgp import training
 from jsgp.data import load_ct_slices, load_images
 from jsgp.nets import UNetConfig, init_network
 from jsgp.policies import NUM_INPUT_CHANNELS, LearnedPolicy
-from jsgp.problems import Task, simulate, simulate_batch
+from jsgp.problems import simulate, simulate_batch
 
 # Operator applications per iteration, nominal (FISTA's backtracks are measured).
 NOMINAL_OPS = {"pgm": "1 A + 1 At", "fista": "1 A + 1 At", "fista_b": "(1+bt) A + 1 At",
@@ -73,12 +73,6 @@ def make_method(name: str, canvas: Tuple[int, int], cfg: BenchConfig):
 
 # ------------------------------------------------------------------------------------------------
 # Data.
-
-def task_of(name: str, cfg: BenchConfig) -> Task:
-  if name == "ct":
-    return Task("ct", (cfg.ct_size, cfg.ct_size), n_views=cfg.ct_views)
-  return Task(name, (cfg.size, cfg.size))
-
 
 def ct_available() -> Optional[str]:
   """None if the CT projector imports, else why not."""

@@ -25,11 +25,10 @@ import numpy as np  # noqa: E402
 
 from experiments import methods as registry  # noqa: E402
 from experiments.bench import accuracy  # noqa: E402
+from experiments.bench.config import SCICO_RULES as RULES  # noqa: E402
 from experiments.bench.timing import compile_fn, interleaved, median, paired_ratio  # noqa: E402
 from jsgp.data import load_images  # noqa: E402
 from jsgp.problems import Task  # noqa: E402
-
-RULES = ("const", "bb", "abb", "ls")
 
 
 def scico_parts(problem):
