@@ -50,8 +50,8 @@ class UNetConfig:
     convs_per_level: 3x3 conv + BN + ReLU blocks per level (down, bottleneck and up).
     head: ``"step"`` -> ``(B,)``; ``"diag"`` or ``"image"`` -> ``(B, H, W)``.
     max_log_scale: bound on the returned log-scale, ``|s| <= max_log_scale``. The default 7
-      (steps in ``[e^-7, e^7] / L``) covers the greedy-oracle steps measured on inpainting,
-      which reach ~1000 / L (BUILD_NOTES.md).
+      (steps in ``[e^-7, e^7] / L``) covers the greedy oracle's steps on inpainting
+      (BUILD_NOTES.md).
   """
 
   kind: ClassVar[str] = "unet"
@@ -211,8 +211,8 @@ def init_network(config: UNetConfig, key: jax.Array,
   height, width, channels = input_shape
   check_input_shape((1, height, width, channels), config.depth)
   dummy = jnp.zeros((1, height, width, channels), jnp.float32)
-  # The partitionable threefry (JAX's default) costs XLA:CPU ~0.3-0.7 s of compile per parameter
-  # tensor (~10 s for this net); the classic one ~20x less. Values are deterministic either way.
+  # The partitionable threefry (JAX's default) costs XLA:CPU far more compile time per parameter
+  # tensor than the classic one. Values are deterministic either way.
   with jax.threefry_partitionable(False):
     variables = _jitted_init(config, key, dummy)
   variables = {"params": variables["params"], "batch_stats": variables["batch_stats"]}

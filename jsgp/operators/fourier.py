@@ -106,10 +106,9 @@ def uniform_pattern(key: jax.Array, shape: Tuple[int, int], rate: float, dtype=j
   that the expected total is exactly ``rate * N`` (``N = H * W``). If the centre alone holds more
   than ``rate * N`` samples, only the centre is sampled.
 
-  The default ``0.0125`` (radius 16.1: 821 frequencies at 256 x 256) is the centre, among those we
-  measured, that makes FISTA-b@100 as hard as in the paper (arXiv 1902.02449, Table 2): on the 50
-  BSDS500 test images at 256 x 256, lam = 0.1, NMSE -19.67 / -24.73 / -31.80 dB at 30 / 50 / 70 %
-  and -22.46 dB at 50 % with noise 5 (paper: -20.46 / -24.84 / -32.31 and -22.79).
+  The default ``0.0125`` (radius 16.1: 821 frequencies at 256 x 256) is the centre that makes
+  FISTA-b@100 as hard as in the paper (arXiv 1902.02449, Table 2) on the BSDS500 test images;
+  the comparison is in BUILD_NOTES.md.
   """
   h, w = shape
   center = _center_disc(shape, center_fraction)

@@ -38,9 +38,9 @@ very slow on GPU), one view at a time (``lax.map`` / ``lax.scan``):
   ``S = max(H, W)``) and the integer tables of all views take ``4 (4 S + 3 n_detectors)`` bytes
   per view (2.5 MB at 512 x 512 x 144). No per-view table is stored between calls.
 
-On CPU (float32, 144 views, 256 x 256 and 512 x 512) the projection measured 2.0-2.5x the time of
-the back-projection, against 4-5x for the scatter-add it replaces: it visits ``sqrt(2)`` times more
-(line, bin) pairs than there are pixels, with two gathers each.
+The projection costs more than the back-projection (timings in BUILD_NOTES.md), though far less
+than the scatter-add it replaces: it visits ``sqrt(2)`` times more (line, bin) pairs than there
+are pixels, with two gathers each.
 
 Differentiation: ``apply`` and ``adjoint`` are a ``jax.custom_vjp`` pair (``_projection``,
 ``_backprojection``) whose reverse-mode derivative is the other one, so ``grad`` / ``vjp`` of
@@ -242,7 +242,7 @@ def _backproject_view(view: jax.Array, direction: jax.Array,
   bits = _fraction_bits(image_shape, n_detectors)
   k, f = _bins_and_weights(direction, image_shape, n_detectors, bits, view.dtype)
   padded = jnp.pad(view, 2)
-  slots = _slots(k, n_detectors).ravel()  # flat indices gather ~1.4x faster than (H, W) ones
+  slots = _slots(k, n_detectors).ravel()  # flat indices gather faster than (H, W) ones
   return ((1 - f).ravel() * padded[slots] + f.ravel() * padded[slots + 1]).reshape(image_shape)
 
 
