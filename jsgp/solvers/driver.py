@@ -4,8 +4,9 @@ A method is a pytree with two pure functions (the optax/optimistix shape),
 ``init(problem, x0) -> state`` and ``step(problem, state) -> state``; its state's required fields
 and the optional hooks are declared in ``jsgp.solvers.protocol``. The driver records ``x``'s
 objective, stepsize and backtracks in a fixed-size history so that whole runs stay jit-able. The
-recorded objective is the true one: no method updates the residual ``A x - y`` incrementally (each forms
-it fresh from ``x``, or as a convex combination of fresh residuals), so nothing drifts in float32.
+recorded objective is the true one: no method updates the residual ``A x - y`` incrementally
+(each forms it fresh from ``x``, or as a convex combination of fresh residuals), so nothing
+drifts in float32.
 
 Modes of :func:`run`:
   * solving (default): ``jax.lax.while_loop`` until ``max_iter``, the stopping rule (relative

@@ -80,9 +80,9 @@ class DRS:
   """Learned-step method with a guaranteed safeguard and a classical tail (module docstring).
 
   Attributes:
-    policy: a stepsize policy pytree (``init``/``update``, ``jsgp.policies``: e.g. a learned network holding
-      its parameters as leaves, so jit/vmap trace through it) or a plain callable
-      ``(problem, x, grad) -> d``.
+    policy: a stepsize policy pytree (``init``/``update``, ``jsgp.policies``: e.g. a learned
+      network holding its parameters as leaves, so jit/vmap trace through it) or a plain
+      callable ``(problem, x, grad) -> d``.
     mode: ``"safeguarded"`` (default) or ``"relaxation"`` (the paper's Algorithms 3-4).
     handoff: the tail method (any ``init``/``step`` method of ``jsgp.solvers``).
     max_policy_steps: the budget of policy iterations (a non-negative integer; ``None``: no
