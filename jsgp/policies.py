@@ -68,7 +68,6 @@ class ConstantPolicy(Stateless):
     return jnp.asarray(self.multiplier, x.dtype) / problem.lipschitz
 
 
-
 BB_VARIANTS = ("bb1", "bb2", "abb_min")
 
 

@@ -109,9 +109,6 @@ def make_problem(measurement: LinearOperator, y: jax.Array, lam, *,
 
   ``synthesis`` (e.g. ``WaveletSynthesis(image_shape)``) maps the unknown coefficients to the
   image that ``measurement`` sees; ``None`` poses the problem on the image itself.
-  Raises ``ValueError`` for ``lam <= 0``, NaN/Inf in ``y``, a ``y`` of the wrong shape, or a
-  complex ``y`` for an operator whose measurements are real.
-  ``lipschitz`` defaults to a power-iteration estimate of ``||A||^2`` times ``LIPSCHITZ_MARGIN``.
 
   Args:
     measurement: the measurement operator ``M`` (a ``jsgp.operators.LinearOperator``): image

@@ -5,8 +5,8 @@ policies are made of, without the neural-network library.
 
   @struct.dataclass
   class Step:
-    size: jax.Array                                            # a leaf: traced, vmapped
-    rule: str = struct.field(pytree_node=False, default="bb1")  # static: in the treedef
+    size: jax.Array                                               # a leaf: traced, vmapped
+    variant: str = struct.field(pytree_node=False, default="bb1")  # static: in the treedef
 
 The same API as ``flax.struct`` (``dataclass``, ``field(pytree_node=...)``, ``.replace``), built
 on ``jax.tree_util.register_dataclass`` alone, so ``import jsgp.solvers`` does not import flax

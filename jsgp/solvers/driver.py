@@ -99,10 +99,6 @@ def run(method, problem, x0: jax.Array, max_iter: int, tol=0.0,
         record: Optional[Callable[[Any, Any], Any]] = None) -> Result:
   """Run ``method`` on one problem from ``x0`` (canvas ``op.in_shape``). Pure; jit/vmap freely.
 
-  ``max_iter`` must be static under jit (it sizes the history). ``ground_truth`` ``(H, W)``: the
-  true image, against which NMSE is recorded each iteration (one wavelet synthesis per iteration).
-  ``unroll``: the differentiable mode (module docstring); ``tol`` is then ignored.
-
   Args:
     method: a jsgp method: a pytree with ``init(problem, x0) -> state`` and
       ``step(problem, state) -> state`` (``jsgp.solvers.protocol``), e.g. ``FISTA()`` or
@@ -348,9 +344,7 @@ def solve(method, problem, x0: Optional[jax.Array] = None, *, max_iter: int = 10
   ``x0`` (or ``x0=None``: ``problem.zeros()``) is vmapped (``run_batch``): each instance has its
   own operator, stepsize, backtracking and stopping point. ``mesh`` (``jsgp.distributed.
   make_mesh``): a batch split over the mesh's devices (its size must divide evenly); the method
-  (e.g. a network policy) is replicated, only the loop predicate is shared. Raises
-  ``ValueError`` for bad inputs before tracing. ``max_iter = 0`` returns ``x0``; ``tol < 0``
-  runs exactly ``max_iter`` steps.
+  (e.g. a network policy) is replicated, only the loop predicate is shared.
 
   Args:
     method: a jsgp method (``init`` / ``step``, ``jsgp.solvers.protocol``), e.g. ``FISTA()`` or
@@ -361,11 +355,11 @@ def solve(method, problem, x0: Optional[jax.Array] = None, *, max_iter: int = 10
     x0: the starting canvas ``problem.op.in_shape`` ``(Hc, Wc)``, or ``(B, Hc, Wc)`` for a
       batch (its extra leading axis is what makes the solve batched); ``None`` (default):
       ``problem.zeros()``.
-    max_iter: the most steps per instance, an integer >= 0 (default 100); static: each value
-      compiles once.
+    max_iter: the most steps per instance, an integer >= 0 (default 100; ``0`` returns ``x0``);
+      static: each value compiles once.
     tol: the relative tolerance of the stopping rule ``|F_k - F_{k+1}| <= tol * |F_k|``: a real
       number, not NaN (``inf`` allowed); default ``0``: stop where the objective no longer
-      changes. Passed traced.
+      changes; ``tol < 0``: exactly ``max_iter`` steps. Passed traced.
     ground_truth: the true image ``(H, W)`` (``(B, H, W)`` for a batch), against which
       ``History.nmse`` (dB) is recorded each iteration; ``None`` (default): NaN.
     mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis, for a batched problem only: the batch

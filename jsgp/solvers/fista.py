@@ -119,10 +119,9 @@ class FISTA:
     if self.max_backtracks:
       lipschitz, (p, rp, _), i = backtrack(trial, lambda lipschitz, outputs: outputs[2],
                                            state.lipschitz, grow, self.max_backtracks)
-    else:  # the constant step: no test, no loop (reverse-differentiable)
+    else:  # the constant step: one trial, no loop (reverse-differentiable); XLA drops its test
       lipschitz, i = state.lipschitz, jnp.int32(0)
-      p = problem.forward_backward(z, gz, 1.0 / lipschitz)
-      rp = problem.residual(p)
+      p, rp, _ = trial(lipschitz)
     objective = problem.f_from_residual(rp) + problem.g(p)
     if self.restart == "gradient":
       reset = vdot_real(z - p, p - state.x) > 0
