@@ -27,6 +27,8 @@ flags.DEFINE_integer("n_train", 64, "Training images (first of the train split).
 flags.DEFINE_integer("num_steps", 400, "Optimiser steps.")
 flags.DEFINE_integer("batch_size", 8, "Problems per step.")
 flags.DEFINE_integer("policy_steps", 5, "Policy iterations H (DRS max_policy_steps).")
+flags.DEFINE_enum("mode", "safeguarded", ["safeguarded", "accelerated"],
+                  "The DRS mode the policy is trained through (and that jsgp.pretrained runs).")
 flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate.")
 flags.DEFINE_integer("reference_iters", 2000, "Iterations of the x* solves.")
 flags.DEFINE_list("rate_range", ["0.3", "0.7"], "Sampling rates drawn per image.")
@@ -42,7 +44,7 @@ flags.DEFINE_string("cache_dir", "out/cache", "x* cache directory.")
 flags.mark_flag_as_required("out")
 
 RECORDED_FLAGS = ("task", "arch", "data_dir", "image_size", "n_train", "num_steps", "batch_size",
-                  "policy_steps", "learning_rate", "reference_iters", "rate_range", "noise_range",
+                  "policy_steps", "mode", "learning_rate", "reference_iters", "rate_range", "noise_range",
                   "lam_range", "lam", "pattern", "n_views", "seed")
 N_CT_TRAIN = 15  # the first 15 of the 20 real slices; the last 5 are held out
 
@@ -68,7 +70,7 @@ def build_config():
       task=task, net=net, policy_steps=FLAGS.policy_steps, num_steps=FLAGS.num_steps,
       batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
       reference_iters=FLAGS.reference_iters, rate_range=pair(FLAGS.rate_range),
-      noise_range=pair(FLAGS.noise_range), lam_range=pair(FLAGS.lam_range))
+      noise_range=pair(FLAGS.noise_range), lam_range=pair(FLAGS.lam_range), mode=FLAGS.mode)
 
 
 def main(argv):
@@ -83,7 +85,7 @@ def main(argv):
   result = train_policy(config, images, checkpoint_dir=FLAGS.checkpoint_dir,
                         cache_dir=FLAGS.cache_dir)
   manifest = dict(
-      task=FLAGS.task, policy_steps=FLAGS.policy_steps, training=config.to_dict(),
+      task=FLAGS.task, policy_steps=FLAGS.policy_steps, mode=FLAGS.mode, training=config.to_dict(),
       flags={name: FLAGS[name].value for name in RECORDED_FLAGS},
       data=("embedded" if FLAGS.data_dir in ("", "embedded") else os.path.basename(
           os.path.normpath(FLAGS.data_dir))) + f" train split, {len(images)} images",

@@ -169,17 +169,26 @@ class SubbandTable:
 # --------------------------------------------------------------------------------------------------
 # Per-coefficient networks.
 
-def coefficient_features(problem, x: jax.Array, grad: jax.Array, k) -> jax.Array:
-  """``(Hc, Wc, F)`` local features: x, grad, x * grad, |x| > 0, |grad| - threshold (all scaled,
-  signed log), the 3x3 mean of |grad|, the sub-band one-hot and the iteration one-hot."""
+NUM_LOCAL_FEATURES = 6
+
+
+def local_features(problem, x: jax.Array, grad: jax.Array) -> jax.Array:
+  """``(Hc, Wc, 6)``: x, grad, x * grad, |x| > 0, |grad| - threshold (all scaled, signed log) and
+  the 3x3 mean of |grad|."""
   xn, gn, threshold = normalized(problem, x, grad)
-  index = subbands_of(problem)
-  onehot = jnp.moveaxis(_one_hot_subbands(index), 0, -1)
   box = jax.lax.reduce_window(jnp.abs(gn), 0.0, jax.lax.add, (3, 3), (1, 1), "SAME") / 9.0
-  local = jnp.stack([_log1p_abs(10 * xn), _log1p_abs(10 * gn), _log1p_abs(100 * xn * gn),
-                     (xn != 0).astype(jnp.float32), _log1p_abs(10 * (jnp.abs(gn) - threshold)),
-                     _log1p_abs(10 * box)], axis=-1)
-  it = jnp.broadcast_to(_iteration_features(k), xn.shape + (HORIZON,))
+  return jnp.stack([_log1p_abs(10 * xn), _log1p_abs(10 * gn), _log1p_abs(100 * xn * gn),
+                    (xn != 0).astype(jnp.float32), _log1p_abs(10 * (jnp.abs(gn) - threshold)),
+                    _log1p_abs(10 * box)], axis=-1)
+
+
+def coefficient_features(problem, x: jax.Array, grad: jax.Array, k) -> jax.Array:
+  """``(Hc, Wc, F)``: ``local_features``, the sub-band one-hot and the iteration one-hot (the
+  network's input as it is written; ``CoefficientMLP`` evaluates it without materialising the
+  one-hots)."""
+  onehot = jnp.moveaxis(_one_hot_subbands(subbands_of(problem)), 0, -1)
+  local = local_features(problem, x, grad)
+  it = jnp.broadcast_to(_iteration_features(k), local.shape[:-1] + (HORIZON,))
   return jnp.concatenate([local, onehot, it], axis=-1)
 
 
@@ -195,26 +204,44 @@ class _CoefficientModule(nn.Module):
                     self.max_log_scale)
 
 
+def _coefficient_log_scale(params, local: jax.Array, index: np.ndarray, k,
+                           max_log_scale: float) -> jax.Array:
+  """``_CoefficientModule`` on ``coefficient_features`` without the one-hot inputs: their part of
+  the first layer is a row of its kernel, picked per sub-band (zero in gaps) and per iteration."""
+  kernel, bias = params["Dense_0"]["kernel"], params["Dense_0"]["bias"]
+  num_local, num_subbands = local.shape[-1], int(index.max()) + 1
+  per_subband = jnp.concatenate([kernel[num_local:num_local + num_subbands],
+                                 jnp.zeros((1, kernel.shape[1]), kernel.dtype)])
+  per_iteration = kernel[num_local + num_subbands + jnp.minimum(k, HORIZON - 1)]
+  h = local @ kernel[:num_local] + per_subband[np.where(index >= 0, index, num_subbands)]
+  h = jax.nn.relu(h + (bias + per_iteration))
+  out = h @ params["Dense_1"]["kernel"][:, 0] + params["Dense_1"]["bias"][0]
+  return _bounded(out, max_log_scale)
+
+
 @dataclasses.dataclass(frozen=True)
 class CoefficientMLP:
   """A per-coefficient MLP (one hidden layer of width ``hidden``) over ``coefficient_features``,
-  as in per-parameter learned optimisers: about ``F * hidden + hidden`` multiply-adds per
-  coefficient."""
+  as in per-parameter learned optimisers. Cost per coefficient: the 6 local features and
+  ``6 * hidden + hidden`` multiply-adds (the sub-band and iteration one-hots enter as a row of
+  the first layer each)."""
 
   hidden: int = 8
   max_log_scale: float = 7.0
   kind: ClassVar[str] = "coefficient_mlp"
 
   def init(self, key, synthesis) -> Variables:
-    width = 6 + synthesis.num_subbands + HORIZON
+    width = NUM_LOCAL_FEATURES + synthesis.num_subbands + HORIZON
     feats = jnp.zeros(tuple(synthesis.in_shape) + (width,), jnp.float32)
     return {"params": _CoefficientModule(self.hidden, self.max_log_scale).init(
         key, feats)["params"]}
 
   def log_scale(self, variables, problem, x, grad, k):
-    feats = coefficient_features(problem, x, grad, k)
-    return _CoefficientModule(self.hidden, self.max_log_scale).apply(
-        {"params": variables["params"]}, feats).astype(x.dtype)
+    params = variables["params"]
+    trained = params["Dense_0"]["kernel"].shape[0] - NUM_LOCAL_FEATURES - HORIZON
+    check_subbands(trained, problem, "CoefficientMLP")
+    return _coefficient_log_scale(params, local_features(problem, x, grad),
+                                  subbands_of(problem), k, self.max_log_scale).astype(x.dtype)
 
 
 # --------------------------------------------------------------------------------------------------

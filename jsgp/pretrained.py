@@ -254,6 +254,7 @@ def _drs(prefix: str, kwargs) -> Tuple[Any, Dict[str, Any]]:
   learned, record = load(prefix)
   kwargs = dict(kwargs)
   kwargs.setdefault("max_policy_steps", int(record.get("policy_steps", 5)))
+  kwargs.setdefault("mode", record.get("mode", "safeguarded"))
   return DRS(learned, **kwargs), record
 
 

@@ -16,6 +16,8 @@ from jsgp.training.policy import PolicyTrainingConfig, train_policy
 
 from helpers import problem_for
 
+MODES = ["safeguarded", "relaxation", "accelerated"]
+
 
 @pytest.mark.parametrize("budget", [2.5, float("nan"), True, -1, "5"])
 def test_policy_budget_must_be_a_non_negative_integer(budget):
@@ -38,14 +40,14 @@ class BrokenPolicy(policies.Stateless):
 
 
 @pytest.mark.parametrize("what", ["none", "shape", "int"])
-@pytest.mark.parametrize("mode", ["safeguarded", "relaxation"])
+@pytest.mark.parametrize("mode", MODES)
 def test_a_policy_returning_no_stepsize_gets_an_error_naming_it(what, mode):
   problem = problem_for("inpainting")
   with pytest.raises((TypeError, ValueError), match="BrokenPolicy"):
     solve(DRS(BrokenPolicy(what), mode=mode), problem, max_iter=3)
 
 
-@pytest.mark.parametrize("mode", ["safeguarded", "relaxation"])
+@pytest.mark.parametrize("mode", MODES)
 def test_state_after_the_hand_off_has_the_true_residual(mode):
   problem = problem_for("fourier")
   result = solve(DRS(ConstantPolicy(1.5), mode=mode, max_policy_steps=3), problem,
@@ -56,7 +58,7 @@ def test_state_after_the_hand_off_has_the_true_residual(mode):
   assert np.all(np.asarray(result.history.stepsize) > 0)
 
 
-@pytest.mark.parametrize("mode", ["safeguarded", "relaxation"])
+@pytest.mark.parametrize("mode", MODES)
 def test_recorded_stepsizes_are_positive_under_a_random_sign_policy(mode):
   @struct.dataclass
   class RandomSign(policies.Stateless):
@@ -73,6 +75,24 @@ def test_a_zero_budget_is_the_hand_off_method():
   handoff = solve(DRS(ConstantPolicy(3.0)).handoff, problem, max_iter=40, tol=-1)
   np.testing.assert_allclose(drs.history.objective[1:], handoff.history.objective[1:],
                              rtol=1e-12)
+
+
+def test_accelerated_mode_with_the_lipschitz_step_is_its_hand_off_fista():
+  """The policy's step is proposed at FISTA's extrapolated point and FISTA's momentum carries on:
+  a policy returning 1/L gives MFISTA's (and FISTA's) iterates, policy phase and tail alike."""
+  problem = problem_for("fourier")
+  for handoff in (FISTA(max_backtracks=0, monotone=True), FISTA(max_backtracks=0)):
+    drs = solve(DRS(ConstantPolicy(1.0), mode="accelerated", handoff=handoff,
+                    max_policy_steps=8), problem, max_iter=30, tol=-1)
+    alone = solve(handoff, problem, max_iter=30, tol=-1)
+    np.testing.assert_allclose(drs.history.objective, alone.history.objective, rtol=1e-10)
+    assert int(drs.state.policy_steps) == 8
+
+
+def test_accelerated_mode_needs_a_constant_step_fista_hand_off():
+  for handoff in (PGM(), FISTA(lipschitz0_factor=0.1)):
+    with pytest.raises(ValueError, match="accelerated"):
+      DRS(ConstantPolicy(2.0), mode="accelerated", handoff=handoff)
 
 
 # --- a trained policy is used by the default ------------------------------------------------

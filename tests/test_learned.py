@@ -68,8 +68,8 @@ RELAXATION_BY_DEFAULT = ("nan", "huge", "diag_random_sign", "minus_grad")
 
 @pytest.mark.parametrize("name, mode", [
     pytest.param(name, mode, id=f"{name}-{mode}", marks=(
-        pytest.mark.slow if mode == "relaxation" and name not in RELAXATION_BY_DEFAULT else ()))
-    for mode in ("safeguarded", "relaxation") for name in sorted(ADVERSARIES)])
+        pytest.mark.slow if mode != "safeguarded" and name not in RELAXATION_BY_DEFAULT else ()))
+    for mode in ("safeguarded", "relaxation", "accelerated") for name in sorted(ADVERSARIES)])
 def test_drs_under_adversarial_policy(name, mode):
   """Whatever the policy outputs, in every mode: finite, monotone, and within 2x the hand-off
   method's own gap after 300 and 3000 iterations."""

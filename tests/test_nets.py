@@ -164,3 +164,26 @@ def test_inference_deterministic_jit_and_vmap(trained_like):
       lambda v: nets.apply_network(SMALL_STEP, trained_like, v[None], False)[0]))(x)
   assert per_image.shape == (3,)
   np.testing.assert_allclose(np.asarray(per_image), np.asarray(eager), rtol=1e-5, atol=1e-6)
+
+
+def test_coefficient_mlp_equals_its_network_on_the_written_features():
+  """CoefficientMLP enters the sub-band and iteration one-hots as rows of its first layer: the
+  same function as the flax module applied to ``coefficient_features``, for random weights."""
+  from jsgp import policy_nets
+  from helpers import problem_for
+  problem = problem_for("inpainting")
+  net = policy_nets.CoefficientMLP()
+  variables = net.init(jax.random.PRNGKey(0), problem.synthesis)
+  keys = iter(jax.random.split(jax.random.PRNGKey(1), 8))
+  variables = jax.tree_util.tree_map(
+      lambda a: jax.random.normal(next(keys), a.shape, a.dtype) * 0.5, variables)
+  x = jax.random.laplace(jax.random.PRNGKey(2), problem.op.in_shape)
+  grad = problem.grad(x)
+  module = policy_nets._CoefficientModule(net.hidden, net.max_log_scale)  # pylint: disable=protected-access
+  for k in (0, 3, 20):
+    written = module.apply(variables, policy_nets.coefficient_features(problem, x, grad, k))
+    fast = net.log_scale(variables, problem, x, grad, k)
+    gaps = ~problem.synthesis.coefficient_mask()
+    assert not np.allclose(written, 0.0)
+    np.testing.assert_allclose(fast, written, rtol=1e-4, atol=1e-4)
+    assert np.all(np.isfinite(np.asarray(fast)[gaps]))

@@ -17,14 +17,25 @@ per-coefficient diagonal, in stepsize units (``jsgp.policies``). Two ways to use
   the mixed direction with ``gamma1`` shrinking; the 1/L direction when the test or the search
   fails, or when ``d`` has a non-finite or non-positive entry), with ``z1`` shortened to at most
   ``trust_radius ||z2||``. Costs a second gradient (at ``x~``) per policy iteration.
+``mode="accelerated"``: the policy's step inside the hand-off FISTA's iteration, keeping its
+  momentum (the hand-off must be a constant-step ``FISTA``, monotone or not):
+  z   = FISTA's extrapolated point of the live hand-off state
+  x_c = prox_d(z - d grad f(z)), shortened to at most ``trust_radius`` times the FISTA step
+        ``prox_{1/L}(z - grad f(z)/L) - z``
+  x_c is FISTA's proposal iff ``d`` is finite and positive everywhere and ``F(x_c) <= F(x_k)``;
+  otherwise FISTA's own proposal is (one more ``A``) and the policy phase ends. FISTA's update
+  (MFISTA's choice of the better point, the momentum) follows either way, so the tail continues
+  the same sequence instead of restarting it. Same cost as the safeguarded mode.
 
 Hand-off: the policy is used while it is accepted and for at most ``max_policy_steps``
 iterations; then, for good, the iterations are those of ``handoff`` (default: monotone FISTA with
 the constant step 1/L) started at the current iterate, without an operator application.
 
 Convergence, for ANY policy output: the policy phase is finite and monotone (every accepted point
-has ``F <= F(x_k)``; the fallback is a PGM step, which decreases F), and the tail is a convergent
-method started from the current point, so the whole sequence converges to a minimiser at the
+has ``F <= F(x_k)``; the fallback is a PGM step, which decreases F, or in the accelerated mode
+MFISTA's step, which never increases it), and the tail is a convergent method started from the
+current point (accelerated mode: FISTA continued from a finite state, whose O(1/k^2) bound holds
+with that state's energy as the constant), so the whole sequence converges to a minimiser at the
 tail's rate. The damage a policy can do is bounded: PGM's map ``T`` is nonexpansive with fixed
 point ``x*``, so ``||z2|| <= 2 ||x - x*||`` and every policy step keeps
 ``||x_{k+1} - x*|| <= (1 + 2 trust_radius) ||x_k - x*||``; with the objective never rising, the
@@ -45,7 +56,7 @@ from jsgp.solvers.fista import FISTA
 from jsgp.solvers.linesearch import armijo, combine, composite_decrease
 from jsgp.solvers.protocol import held, warm_start
 
-MODES = ("safeguarded", "relaxation")
+MODES = ("safeguarded", "relaxation", "accelerated")
 
 
 class DRSState(NamedTuple):
@@ -83,7 +94,8 @@ class DRS:
     policy: a stepsize policy pytree (``init``/``update``, ``jsgp.policies``: e.g. a learned
       network holding its parameters as leaves, so jit/vmap trace through it) or a plain
       callable ``(problem, x, grad) -> d``.
-    mode: ``"safeguarded"`` (default) or ``"relaxation"`` (the paper's Algorithms 3-4).
+    mode: ``"safeguarded"`` (default), ``"relaxation"`` (the paper's Algorithms 3-4) or
+      ``"accelerated"`` (the policy's step at FISTA's extrapolated point).
     handoff: the tail method (any ``init``/``step`` method of ``jsgp.solvers``).
     max_policy_steps: the budget of policy iterations (a non-negative integer; ``None``: no
       budget). The trained policies reach their best point in a few steps; pass the budget
@@ -118,6 +130,11 @@ class DRS:
     if self.mode not in MODES:
       raise ValueError(f"DRS mode must be one of {MODES}, got {self.mode!r}.")
     _check_budget(self.max_policy_steps)
+    if self.mode == "accelerated" and not (isinstance(self.handoff, FISTA)
+                                           and self.handoff.max_backtracks == 0):
+      raise ValueError("DRS mode='accelerated' proposes the policy's step inside the hand-off's "
+                       "iteration: handoff must be a constant-step FISTA (FISTA(max_backtracks=0, "
+                       f"...)), got {self.handoff!r}.")
     validation.check_setting("DRS", "trust_radius", self.trust_radius, low=0)
     for name in ("alpha", "eta1", "shrink", "sufficient_decrease"):
       validation.check_setting("DRS", name, getattr(self, name), low=0, high=1)
@@ -157,8 +174,8 @@ class DRS:
                     warm_start(self.handoff, problem, x0, residual, grad, objective))
 
   def step(self, problem, state: DRSState) -> DRSState:
-    policy_step = (self._safeguarded_step if self.mode == "safeguarded"
-                   else self._relaxation_step)
+    policy_step = {"safeguarded": self._safeguarded_step, "relaxation": self._relaxation_step,
+                   "accelerated": self._accelerated_step}[self.mode]
     return self._cond(state.use_policy, policy_step, self._tail_step, problem, state)
 
   # -- the tail ----------------------------------------------------------------------------------
@@ -171,21 +188,26 @@ class DRS:
                           decrease_ratio=jnp.zeros_like(state.decrease_ratio),
                           held=held(tail), tail=tail)
 
-  def _finish(self, problem, state, x, residual, objective, keep_policy, **fields) -> DRSState:
-    """The policy iteration's new state; starts the tail where the policy phase ends."""
+  def _finish(self, problem, state, x, residual, objective, keep_policy, tail=None,
+              **fields) -> DRSState:
+    """The policy iteration's new state; starts the tail where the policy phase ends (unless
+    ``tail`` is given: the accelerated mode's live hand-off state)."""
     steps = state.policy_steps + 1
     if self.max_policy_steps is not None:
       keep_policy = keep_policy & (steps < self.max_policy_steps)
-    tail = self._cond(keep_policy, lambda *_: state.tail,
-                      lambda *a: warm_start(self.handoff, *a), problem, x, residual, None,
-                      objective)
+    if tail is None:
+      tail = self._cond(keep_policy, lambda *_: state.tail,
+                        lambda *a: warm_start(self.handoff, *a), problem, x, residual, None,
+                        objective)
+      fields["held"] = jnp.bool_(False)
     return state._replace(x=x, residual=residual, objective=objective, use_policy=keep_policy,
-                          policy_steps=steps, tail=tail, held=jnp.bool_(False), **fields)
+                          policy_steps=steps, tail=tail, **fields)
 
-  def _policy(self, problem, state: DRSState, grad):
-    """``(d, usable, policy_state)``: the proposal with entries that are not finite and positive
-    replaced by ``1/L`` (so the arithmetic stays finite), and whether all of them were."""
-    d, policy_state = self._protocol_policy.update(problem, state.policy_state, state.x, grad)
+  def _policy(self, problem, state: DRSState, x, grad):
+    """``(d, usable, policy_state)``: the policy's step at ``x`` with entries that are not finite
+    and positive replaced by ``1/L`` (so the arithmetic stays finite), and whether all of them
+    were."""
+    d, policy_state = self._protocol_policy.update(problem, state.policy_state, x, grad)
     name = type(self.policy).__name__
     if d is None or not hasattr(d, "shape") and not isinstance(d, numbers.Number):
       raise TypeError(f"policy {name} returned {type(d).__name__}; a policy returns a scalar "
@@ -212,7 +234,7 @@ class DRS:
     dtype = state.objective.dtype
     t_lipschitz = (1.0 / problem.lipschitz).astype(dtype)
     grad = problem.grad_from_residual(state.residual)
-    d, usable, policy_state = self._policy(problem, state, grad)
+    d, usable, policy_state = self._policy(problem, state, state.x, grad)
     z2 = problem.forward_backward(state.x, grad, t_lipschitz) - state.x
     proposal = problem.forward_backward(state.x, grad, d)
     c = self._shorten(proposal - state.x, z2)
@@ -246,7 +268,7 @@ class DRS:
     t_lipschitz = (1.0 / problem.lipschitz).astype(dtype)
     grad = problem.grad_from_residual(state.residual)
     z2 = problem.forward_backward(state.x, grad, t_lipschitz) - state.x
-    d, usable, policy_state = self._policy(problem, state, grad)
+    d, usable, policy_state = self._policy(problem, state, state.x, grad)
     x_tilde = problem.forward_backward(state.x, grad, d)
     grad_tilde = problem.grad(x_tilde)
     z1 = problem.forward_backward(x_tilde, grad_tilde, t_lipschitz) - state.x
@@ -280,4 +302,39 @@ class DRS:
                         backtracks=first.reductions + jnp.where(ok, 0, second.reductions),
                         gamma1=gamma1, decrease_ratio=jnp.where(usable, ratio, 1.0).astype(dtype),
                         accepted=state.accepted + keep.astype(jnp.int32),
+                        policy_state=policy_state)
+
+  # -- accelerated mode: the policy's step inside the hand-off FISTA -----------------------------
+
+  def _accelerated_step(self, problem, state: DRSState) -> DRSState:
+    fista, tail = self.handoff, state.tail
+    dtype = state.objective.dtype
+    t_lipschitz = (1.0 / problem.lipschitz).astype(dtype)
+    z, rz, s_next = fista.extrapolate(tail)
+    gz = problem.grad_from_residual(rz)
+    d, usable, policy_state = self._policy(problem, state, z, gz)
+    fista_point = problem.forward_backward(z, gz, t_lipschitz)
+    proposal = problem.forward_backward(z, gz, d)
+    c = self._shorten(proposal - z, fista_point - z)
+    candidate = z + c * (proposal - z)
+    r_candidate = combine(rz, problem.residual(proposal), c)
+    f_candidate = problem.f_from_residual(r_candidate) + problem.g(candidate)
+    accept = (usable & jnp.isfinite(f_candidate) & (f_candidate <= state.objective)
+              & jnp.all(jnp.isfinite(candidate)))
+
+    def fista_step(_):
+      r = problem.residual(fista_point)
+      return fista_point, r, problem.f_from_residual(r) + problem.g(fista_point)
+
+    p, rp, objective = self._cond(
+        accept, lambda _: (candidate, r_candidate, f_candidate), fista_step, None)
+    new_tail = fista.advance(tail, z, s_next, p, rp, objective, tail.lipschitz, jnp.int32(0))
+    miss = (f_candidate - state.objective) / jnp.abs(state.objective)
+    return self._finish(problem, state, new_tail.x, new_tail.residual, new_tail.objective, accept,
+                        tail=new_tail, held=held(new_tail),
+                        stepsize=jnp.where(accept, c * jnp.mean(d).astype(dtype), t_lipschitz),
+                        backtracks=jnp.int32(0),
+                        decrease_ratio=jnp.where(usable, jnp.nan_to_num(
+                            miss, nan=1.0, posinf=1.0), 1.0).astype(dtype),
+                        accepted=state.accepted + accept.astype(jnp.int32),
                         policy_state=policy_state)

@@ -92,7 +92,9 @@ class FISTA:
                       jnp.ones((), dtype), lipschitz, objective,
                       1.0 / lipschitz, jnp.int32(0), jnp.int32(0), jnp.bool_(False), *proposal)
 
-  def step(self, problem, state: FISTAState) -> FISTAState:
+  def extrapolate(self, state: FISTAState):
+    """``(z, A z - y, s_{k+1})``: the extrapolated point, its residual (the same combination of
+    fresh residuals, no operator) and the next momentum parameter."""
     s = state.momentum
     s_next = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * s * s))
     c = (s - 1.0) / s_next
@@ -101,6 +103,32 @@ class FISTA:
     if self.monotone:  # MFISTA's extra term; zero when the last proposal was accepted
       z = z + (s / s_next) * (state.proposal - state.x)
       rz = rz + (s / s_next) * (state.proposal_residual - state.residual)
+    return z, rz, s_next
+
+  def advance(self, state: FISTAState, z, s_next, p, rp, objective, lipschitz,
+              backtracks) -> FISTAState:
+    """The state after the proposal ``p`` (residual ``rp``, ``F(p) = objective``) made from
+    ``z``: the restart test, and MFISTA's choice of the better of ``p`` and ``x_k``."""
+    if self.restart == "gradient":
+      reset = vdot_real(z - p, p - state.x) > 0
+    elif self.restart == "function":
+      reset = objective > state.objective
+    else:
+      reset = jnp.bool_(False)
+    s_next = jnp.where(reset, jnp.ones_like(s_next), s_next)
+    restarts = state.restarts + reset.astype(jnp.int32)
+    if not self.monotone:
+      return FISTAState(p, rp, rp - state.residual, p - state.x, s_next, lipschitz, objective,
+                        1.0 / lipschitz, backtracks, restarts, jnp.bool_(False))
+    better = objective <= state.objective
+    keep = lambda new, old: jnp.where(better, new, old)
+    step = lambda new, old: jnp.where(better, new - old, jnp.zeros_like(old))
+    return FISTAState(keep(p, state.x), keep(rp, state.residual), step(rp, state.residual),
+                      step(p, state.x), s_next, lipschitz, keep(objective, state.objective),
+                      1.0 / lipschitz, backtracks, restarts, ~better, p, rp)
+
+  def step(self, problem, state: FISTAState) -> FISTAState:
+    z, rz, s_next = self.extrapolate(state)
     gz = problem.grad_from_residual(rz)
     lipschitz_max = jnp.asarray(problem.lipschitz, state.lipschitz.dtype)
 
@@ -123,20 +151,4 @@ class FISTA:
       lipschitz, i = state.lipschitz, jnp.int32(0)
       p, rp, _ = trial(lipschitz)
     objective = problem.f_from_residual(rp) + problem.g(p)
-    if self.restart == "gradient":
-      reset = vdot_real(z - p, p - state.x) > 0
-    elif self.restart == "function":
-      reset = objective > state.objective
-    else:
-      reset = jnp.bool_(False)
-    s_next = jnp.where(reset, jnp.ones_like(s_next), s_next)
-    restarts = state.restarts + reset.astype(jnp.int32)
-    if not self.monotone:
-      return FISTAState(p, rp, rp - state.residual, p - state.x, s_next, lipschitz, objective,
-                        1.0 / lipschitz, i, restarts, jnp.bool_(False))
-    better = objective <= state.objective
-    keep = lambda new, old: jnp.where(better, new, old)
-    step = lambda new, old: jnp.where(better, new - old, jnp.zeros_like(old))
-    return FISTAState(keep(p, state.x), keep(rp, state.residual), step(rp, state.residual),
-                      step(p, state.x), s_next, lipschitz, keep(objective, state.objective),
-                      1.0 / lipschitz, i, restarts, ~better, p, rp)
+    return self.advance(state, z, s_next, p, rp, objective, lipschitz, i)

@@ -7,7 +7,8 @@ BUILD_NOTES.md). So the loss is that distance, in dB, along the policy phase and
   ``L = mean_batch [ 1/2 D_H + 1/2 mean_{k=1..H} D_k ] + descent_penalty * mean relu(miss_k)``
 
 with ``D_k = 10 log10(||x_k - x*||^2 / ||x*||^2)`` and ``x_k`` the iterates of
-``DRS(policy, max_policy_steps=H)`` (the safeguard included: a rejected proposal gives the PGM
+``DRS(policy, mode, max_policy_steps=H)`` (the default safeguarded mode or the accelerated one;
+the safeguard included: a rejected proposal gives the PGM
 step, with no gradient to the policy) run by the driver's differentiable mode
 (``run_batch(..., unroll=True)``, ``lax.scan`` with ``jax.checkpoint`` per step). ``miss_k`` is
 how much the proposal's objective exceeded ``F(x_k)`` relative to it (> 0: rejected), so the
@@ -58,11 +59,12 @@ def sample_settings(task: Task, count: int, seed: int, rate_range: Tuple[float, 
 
 
 def handoff_loss(params, batch_stats, net, problems: L1Problem, x_star: jax.Array,
-                 policy_steps: int, descent_penalty: float = 1.0) -> jax.Array:
+                 policy_steps: int, descent_penalty: float = 1.0,
+                 mode: str = "safeguarded") -> jax.Array:
   """The loss of the module docstring for ``problems`` batched over ``B``, ``x_star``
-  ``(B, Hc, Wc)``, from ``x_0 = 0``."""
+  ``(B, Hc, Wc)``, from ``x_0 = 0``, through ``DRS(mode=mode)``."""
   policy = policies.LearnedPolicy({"params": params, "batch_stats": batch_stats}, net)
-  method = DRS(policy, max_policy_steps=policy_steps, branchless=True)
+  method = DRS(policy, mode=mode, max_policy_steps=policy_steps, branchless=True)
   norm = jnp.sum(x_star ** 2, axis=(-2, -1))
 
   def record(problem, state):
@@ -98,8 +100,12 @@ class PolicyTrainingConfig:
   noise_range: Tuple[float, float] = (0.0, 0.0)
   lam_range: Tuple[float, float] = (0.5, 2.0)
   descent_penalty: float = 1.0
+  mode: str = "safeguarded"
 
   def __post_init__(self):
+    if self.mode not in ("safeguarded", "accelerated"):
+      raise ValueError(f"mode must be 'safeguarded' or 'accelerated' (the DRS modes a policy is "
+                       f"trained through), got {self.mode!r}")
     for name in ("policy_steps", "num_steps", "batch_size", "reference_iters"):
       if int(getattr(self, name)) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -179,7 +185,7 @@ def make_step(config: PolicyTrainingConfig):
 
   def loss(params, batch_stats, problems, x_star):
     return handoff_loss(params, batch_stats, config.net, problems, x_star, config.policy_steps,
-                        config.descent_penalty)
+                        config.descent_penalty, config.mode)
 
   return loop.minibatch_step(config, 3, loss)
 
