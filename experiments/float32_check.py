@@ -36,6 +36,7 @@ METHODS = {
     "sgp_bb1": SGP(policies.BarzilaiBorwein("bb1")), "sparsa": SpaRSA(), "pgm": PGM(),
     "drs_safeguarded": DRS(policies.ConstantPolicy(3.0)),
     "drs_relaxation": DRS(policies.ConstantPolicy(3.0), mode="relaxation"),
+    "drs_accelerated": DRS(policies.ConstantPolicy(3.0), mode="accelerated"),
 }
 
 

@@ -22,8 +22,8 @@ class MethodSpec:
     kind: ``classical`` (a solver needing nothing), ``reference`` (a classical solver run to
       convergence), ``learned`` (DRS, in its default safeguarded mode, with a policy the run
       trains), ``policy`` (DRS with a policy file: ``--policy=pretrained`` or a folder, nothing
-      trained), ``oracle`` (DRS with the greedy oracle, which needs ``x*``) or ``direct`` (the
-      direct-mapping U-Net, not a solver).
+      trained; the DRS mode and budget the file was trained for), ``oracle`` (DRS with the
+      greedy oracle, which needs ``x*``) or ``direct`` (the direct-mapping U-Net, not a solver).
     head: ``"step"`` or ``"diag"`` for learned and oracle methods.
     training: ``"greedy"`` or ``"unrolled"`` for learned methods.
     make: classical and reference methods: ``() -> solver``.
@@ -90,7 +90,7 @@ REGISTRY: Dict[str, MethodSpec] = {spec.name: spec for spec in (
                "learned", "step", "unrolled"),
     MethodSpec("diag_unrolled", "Diag-learned DRS (safeguarded), unrolled", "tab:pink",
                "learned", "diag", "unrolled"),
-    MethodSpec("drs_policy", "DRS safeguarded + policy file (--policy)", "crimson", "policy"),
+    MethodSpec("drs_policy", "DRS + policy file (--policy; its trained mode)", "crimson", "policy"),
     MethodSpec("step_oracle", "Greedy oracle, step", "tab:cyan", "oracle", "step"),
     MethodSpec("diag_oracle", "Greedy oracle, diagonal", "black", "oracle", "diag"),
     MethodSpec("unet_direct", "U-Net (direct)", "tab:purple", "direct"),

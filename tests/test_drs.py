@@ -128,3 +128,14 @@ def test_the_default_keeps_a_trained_policys_steps_and_gets_closer_than_fista(
   pgm = solve(PGM(), problem, max_iter=3, tol=-1)
   fista = solve(FISTA(max_backtracks=0), problem, max_iter=3, tol=-1)
   assert distance(result.x) < min(distance(pgm.x), distance(fista.x))
+
+
+def test_a_coarse_unet_policy_trains_through_the_accelerated_mode():
+  """Architectures with BatchNorm other than the paper's U-Net keep their (frozen) statistics."""
+  images = load_images(None, "train", 32, n=2, dtype=np.float64)
+  config = PolicyTrainingConfig(Task("inpainting", (32, 32)), policy_nets.CoarseUNet(),
+                                policy_steps=2, num_steps=2, batch_size=2, reference_iters=50,
+                                mode="accelerated")
+  result = train_policy(config, images, log_every=1)
+  assert np.all(np.isfinite(np.asarray(result.losses))) and len(result.losses) == 2
+  assert "batch_stats" in result.variables and result.variables["batch_stats"]

@@ -171,8 +171,8 @@ def make_training_set(config: PolicyTrainingConfig, images: np.ndarray,
 def initial_variables(config: PolicyTrainingConfig, problems: L1Problem):
   """A fresh network; a U-Net's BatchNorm statistics calibrated on PGM iterates."""
   variables = config.net.init(jax.random.PRNGKey(config.seed), config.task.synthesis)
-  if config.net.kind != "unet":
-    return {"params": variables["params"], "batch_stats": {}}
+  if config.net.kind != "unet":  # a coarse U-Net's BatchNorm keeps its initial (identity) stats
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
   from jsgp.training import unrolled  # pylint: disable=import-outside-toplevel
   inputs = unrolled.pgm_network_inputs(problems, config.policy_steps, 256)
   return unrolled.calibrate_batch_stats(config.net, variables, inputs)
