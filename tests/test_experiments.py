@@ -55,7 +55,7 @@ def test_policy_flag_evaluates_the_shipped_policy_without_training(tmp_path):
     assert set(runs) == {"fista_b", "drs_policy"}, case
     assert math.isfinite(runs["drs_policy"]["nmse_mean"])
   assert not os.path.exists(tmp_path / "checkpoints")
-  assert "DRS safeguarded + policy file" in (tmp_path / "results.md").read_text()
+  assert "DRS + policy file" in (tmp_path / "results.md").read_text()
 
 
 @pytest.mark.parametrize("args, message", [

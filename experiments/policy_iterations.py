@@ -1,0 +1,93 @@
+"""Iterations to a relative objective gap on held-out images: policy files against monotone FISTA.
+
+  python -m experiments.policy_iterations --tasks=inpainting,fourier --rates=0.5 \
+    --candidates=pretrained,out/cand/cmlp_accelerated --data_dir=../shared/data/bsds500
+
+The gain side of the cost-vs-gain comparison of policy architectures (the cost side is
+``experiments.policy_cost``; wall time is the benchmark's accuracy mode): for each task, rate and
+held-out test image (CT: the held-out real slices), the iterations each method needs to reach
+each ``--gaps`` target, ``(F_k - F*) / F*`` (deblur and CT: ``(F_k - F*) / (F_0 - F*)``, their
+F* being near 0), with ``F*`` from the benchmark's float64 reference (cached in ``--cache_dir``).
+A candidate is a folder of policy files (``experiments.train_policy --out=<folder>/<task>``) or
+``pretrained``, run with the DRS mode and budget its manifest records unless
+``folder:mode:budget`` says otherwise.
+"""
+from __future__ import annotations
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("tasks", ["inpainting", "fourier"], "Tasks.")
+flags.DEFINE_list("rates", ["0.5"], "Sampling rates (inpainting, fourier).")
+flags.DEFINE_list("candidates", ["pretrained"], "Policy sources: folder or folder:mode:budget.")
+flags.DEFINE_list("gaps", ["1e-3", "1e-5"], "Relative gap targets.")
+flags.DEFINE_integer("size", 128, "Image side.")
+flags.DEFINE_integer("images", 3, "Held-out images per case.")
+flags.DEFINE_integer("max_iter", 2000, "Iterations per run.")
+flags.DEFINE_string("data_dir", "../shared/data/bsds500", "BSDS500 directory.")
+flags.DEFINE_string("ct_dir", "../shared/data/ct/covid19_ny_sbu/png16", "CT slices directory.")
+flags.DEFINE_string("cache_dir", "out/cache/references", "Reference cache.")
+
+N_CT = 20  # the real slices; the policies train on the first 15
+
+
+def methods(task: str):
+  from jsgp import pretrained  # pylint: disable=import-outside-toplevel
+  from jsgp.solvers import FISTA  # pylint: disable=import-outside-toplevel
+  out = [("MFISTA", FISTA(max_backtracks=0, monotone=True))]
+  for candidate in FLAGS.candidates:
+    source, *override = candidate.split(":")
+    kwargs = dict(zip(("mode", "max_policy_steps"), override))
+    if "max_policy_steps" in kwargs:
+      kwargs["max_policy_steps"] = int(kwargs["max_policy_steps"])
+    found = pretrained.solver_from(source, task, **kwargs)
+    if found is not None:
+      out.append(found)
+  return out
+
+
+def iterations_to(gap, targets):
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  return [int(np.argmax(gap <= t)) if np.any(gap <= t) else None for t in targets]
+
+
+def main(argv):
+  del argv
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  jax.config.update("jax_enable_x64", True)
+  from experiments.bench import reference  # pylint: disable=import-outside-toplevel
+  from jsgp import data  # pylint: disable=import-outside-toplevel
+  from jsgp.problems import Task, simulate  # pylint: disable=import-outside-toplevel
+  from jsgp.solvers import solve  # pylint: disable=import-outside-toplevel
+  targets = [float(g) for g in FLAGS.gaps]
+  for name in FLAGS.tasks:
+    normalized = name in ("deblur", "ct")
+    if name == "ct":
+      images = data.load_ct_slices(FLAGS.ct_dir, FLAGS.size, N_CT)[N_CT - FLAGS.images:]
+    else:
+      images = data.load_images(FLAGS.data_dir, "test", FLAGS.size, n=FLAGS.images)
+    rates = [float(r) for r in FLAGS.rates] if name in ("inpainting", "fourier") else [None]
+    runs = methods(name)
+    for rate in rates:
+      task = Task(name, (FLAGS.size,) * 2, pattern="uniform",
+                  **({"rate": rate} if rate is not None else {}))
+      print(f"\n{name} rate {rate}: iterations to gap {FLAGS.gaps} per held-out image")
+      rows = {label: [] for label, _ in runs}
+      for i, image in enumerate(images):
+        problem = simulate(task, jnp.asarray(image), jax.random.PRNGKey(i))
+        ref = reference.reference(problem, dict(tool="policy_iterations", task=name, rate=rate,
+                                                size=FLAGS.size, image=i), FLAGS.cache_dir,
+                                  1e-9, 30000)
+        for label, method in runs:
+          objective = np.asarray(solve(method, problem, max_iter=FLAGS.max_iter,
+                                       tol=-1).history.objective, np.float64)
+          scale = objective[0] - ref.F if normalized else abs(ref.F)
+          rows[label].append(iterations_to((objective - ref.F) / scale, targets))
+      for label, its in rows.items():
+        print(f"  {label:60s} " + "  ".join("/".join(str(v) for v in per) for per in its))
+
+
+if __name__ == "__main__":
+  app.run(main)
