@@ -1,11 +1,12 @@
-"""Train a stepsize policy through the default DRS and write it as a jsgp policy file.
+"""Train a stepsize policy through DRS (``--mode``) and write it as a jsgp policy file.
 
   python -m experiments.train_policy --flagfile=experiments/configs/policy_inpainting.flags
 
 trains ``--arch`` on ``--n_train`` training images (BSDS500 train split at ``--data_dir``, the real
 CT slices' train split for ``ct``, or the embedded set), each with its own sampling rate, noise
 and ``lam`` drawn from the ranges (``jsgp.training.policy``), and writes ``<out>.msgpack`` /
-``<out>.json`` (``jsgp.pretrained.save``; the manifest records every flag). The shipped policies in
+``<out>.json`` (``jsgp.pretrained.save``; the manifest records every flag, the mode and budget
+``jsgp.pretrained`` runs it with). The shipped policies in
 ``jsgp/pretrained_data`` were written by the flagfiles ``experiments/configs/policy_*.flags`` with
 ``--out=jsgp/pretrained_data/<task>``. Interrupted runs resume from ``--checkpoint_dir``.
 """
@@ -18,16 +19,17 @@ from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("task", "inpainting", ["inpainting", "fourier", "deblur", "ct"], "Task.")
-flags.DEFINE_enum("arch", "subband_mlp", ["subband_mlp", "subband_table", "coefficient_mlp",
-                                          "coarse_unet", "unet"], "Policy architecture.")
+flags.DEFINE_enum("arch", "coefficient_mlp", ["subband_mlp", "subband_table", "coefficient_mlp",
+                                              "coarse_unet", "unet"],
+                  "Policy architecture (default: the shipped policies').")
 flags.DEFINE_string("data_dir", "embedded", "BSDS500 (or CT slices for ct) directory, or "
                     "'embedded' for the scikit-image samples.")
 flags.DEFINE_integer("image_size", 64, "Training image side.")
 flags.DEFINE_integer("n_train", 64, "Training images (first of the train split).")
 flags.DEFINE_integer("num_steps", 400, "Optimiser steps.")
 flags.DEFINE_integer("batch_size", 8, "Problems per step.")
-flags.DEFINE_integer("policy_steps", 5, "Policy iterations H (DRS max_policy_steps).")
-flags.DEFINE_enum("mode", "safeguarded", ["safeguarded", "accelerated"],
+flags.DEFINE_integer("policy_steps", 10, "Policy iterations H (DRS max_policy_steps).")
+flags.DEFINE_enum("mode", "accelerated", ["safeguarded", "accelerated"],
                   "The DRS mode the policy is trained through (and that jsgp.pretrained runs).")
 flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate.")
 flags.DEFINE_integer("reference_iters", 2000, "Iterations of the x* solves.")
