@@ -73,3 +73,16 @@ def test_bad_flags_exit_nonzero_with_a_clear_message(args, message):
                         capture_output=True, text=True, timeout=120)
   assert proc.returncode != 0
   assert message in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow  # 30 s: a subprocess with its own compilations
+def test_policy_iterations_prints_a_row_per_method(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "experiments.policy_iterations", "--tasks=inpainting",
+       "--size=32", "--images=1", "--max_iter=1500", "--data_dir=embedded",
+       f"--cache_dir={tmp_path}", "--candidates=pretrained,pretrained:safeguarded:3"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600, check=True).stdout
+  rows = [line for line in out.splitlines() if line.startswith("  ")]
+  assert [row.split()[0] for row in rows] == ["MFISTA", "DRS", "DRS"]
+  assert "accelerated" in rows[1] and "safeguarded" in rows[2] and "H=3" in rows[2]
+  assert all(row.split()[-1].split("/")[0].isdigit() for row in rows)  # 1e-3 reached in 1500
