@@ -86,11 +86,12 @@ def test_drs_under_adversarial_policy(name, mode):
   assert gaps[max(CHECKPOINTS)] < 1e-6
 
 
-def test_batched_drs_is_branchless_and_matches_single_runs():
+@pytest.mark.parametrize("mode", ["safeguarded", "accelerated"])
+def test_batched_drs_is_branchless_and_matches_single_runs(mode):
   """vmapped solves use DRS.vmap_variant (jnp.where instead of lax.cond): same numbers."""
   from jsgp.policies import ConstantPolicy
   problems = four_problems()
-  method = DRS(ConstantPolicy(40.0))
+  method = DRS(ConstantPolicy(40.0), mode=mode)
   batched = solve(method, problems, max_iter=30)
   for i in range(4):
     single = solve(method, jax.tree_util.tree_map(lambda a: a[i], problems), max_iter=30)
