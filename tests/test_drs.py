@@ -130,6 +130,7 @@ def test_the_default_keeps_a_trained_policys_steps_and_gets_closer_than_fista(
   assert distance(result.x) < min(distance(pgm.x), distance(fista.x))
 
 
+@pytest.mark.slow  # 22 s of compilation
 def test_a_coarse_unet_policy_trains_through_the_accelerated_mode():
   """Architectures with BatchNorm other than the paper's U-Net keep their (frozen) statistics."""
   images = load_images(None, "train", 32, n=2, dtype=np.float64)

@@ -63,12 +63,13 @@ def classical_gaps(task):
   return {k: (objective[k] - f_star) / f_star for k in CHECKPOINTS}
 
 
-RELAXATION_BY_DEFAULT = ("nan", "huge", "diag_random_sign", "minus_grad")
+IN_DEFAULT_SUITE = {"relaxation": ("nan", "huge", "diag_random_sign", "minus_grad"),
+                    "accelerated": ("nan", "diag_random_sign", "minus_grad")}
 
 
 @pytest.mark.parametrize("name, mode", [
     pytest.param(name, mode, id=f"{name}-{mode}", marks=(
-        pytest.mark.slow if mode != "safeguarded" and name not in RELAXATION_BY_DEFAULT else ()))
+        pytest.mark.slow if mode != "safeguarded" and name not in IN_DEFAULT_SUITE[mode] else ()))
     for mode in ("safeguarded", "relaxation", "accelerated") for name in sorted(ADVERSARIES)])
 def test_drs_under_adversarial_policy(name, mode):
   """Whatever the policy outputs, in every mode: finite, monotone, and within 2x the hand-off
@@ -86,7 +87,8 @@ def test_drs_under_adversarial_policy(name, mode):
   assert gaps[max(CHECKPOINTS)] < 1e-6
 
 
-@pytest.mark.parametrize("mode", ["safeguarded", "accelerated"])
+@pytest.mark.parametrize("mode", ["safeguarded", pytest.param("accelerated",
+                                                              marks=pytest.mark.slow)])
 def test_batched_drs_is_branchless_and_matches_single_runs(mode):
   """vmapped solves use DRS.vmap_variant (jnp.where instead of lax.cond): same numbers."""
   from jsgp.policies import ConstantPolicy
