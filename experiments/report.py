@@ -26,7 +26,7 @@ def figure(path: str, ncols: int = 1, size=(6, 4), title: str = ""):
     yield list(np.atleast_1d(axes))
     if title:
       fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.92) if title else None)  # keep the axes' titles clear
     fig.savefig(path, dpi=120)
   finally:
     plt.close(fig)
