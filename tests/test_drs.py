@@ -17,6 +17,8 @@ from jsgp.training.policy import PolicyTrainingConfig, train_policy
 from helpers import problem_for
 
 MODES = ["safeguarded", "relaxation", "accelerated"]
+# The accelerated mode's variant of a check, behind ``slow`` where another test covers the mode.
+MODES_FAST = ["safeguarded", "relaxation", pytest.param("accelerated", marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("budget", [2.5, float("nan"), True, -1, "5"])
@@ -40,14 +42,14 @@ class BrokenPolicy(policies.Stateless):
 
 
 @pytest.mark.parametrize("what", ["none", "shape", "int"])
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", MODES_FAST)
 def test_a_policy_returning_no_stepsize_gets_an_error_naming_it(what, mode):
   problem = problem_for("inpainting")
   with pytest.raises((TypeError, ValueError), match="BrokenPolicy"):
     solve(DRS(BrokenPolicy(what), mode=mode), problem, max_iter=3)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", MODES_FAST)
 def test_state_after_the_hand_off_has_the_true_residual(mode):
   problem = problem_for("fourier")
   result = solve(DRS(ConstantPolicy(1.5), mode=mode, max_policy_steps=3), problem,

@@ -64,7 +64,7 @@ def classical_gaps(task):
 
 
 IN_DEFAULT_SUITE = {"relaxation": ("nan", "huge", "diag_random_sign", "minus_grad"),
-                    "accelerated": ("nan", "diag_random_sign", "minus_grad")}
+                    "accelerated": ("nan", "minus_grad")}
 
 
 @pytest.mark.parametrize("name, mode", [
