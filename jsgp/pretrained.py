@@ -206,8 +206,9 @@ def check_shape(record: Dict[str, Any], image_shape) -> None:
 
 def policy(task: str):
   """The shipped policy of ``task`` (``"inpainting"``, ``"fourier"``, ``"deblur"``, ``"ct"``),
-  a ``jsgp.policies.LearnedPolicy`` for ``jsgp.solvers.DRS``; ``max_policy_steps`` of the
-  default DRS is the number it was trained for (``manifest(task)["policy_steps"]``).
+  a ``jsgp.policies.LearnedPolicy`` for ``jsgp.solvers.DRS``. It was trained for a DRS mode and
+  budget (``manifest(task)["mode"]``, ``["policy_steps"]``), which ``solver(task)`` sets; a DRS
+  built by hand should pass the same ``mode`` and ``max_policy_steps``.
 
   Args:
     task: a task with a shipped policy (one of ``available()``).
