@@ -7,7 +7,8 @@ The gain side of the cost-vs-gain comparison of policy architectures (the cost s
 ``experiments.policy_cost``; wall time is the benchmark's accuracy mode): for each task, rate and
 held-out test image (CT: the held-out real slices), the iterations each method needs to reach
 each ``--gaps`` target, ``(F_k - F*) / F*`` (deblur and CT: ``(F_k - F*) / (F_0 - F*)``, their
-F* being near 0), with ``F*`` from the benchmark's float64 reference (cached in ``--cache_dir``).
+F* being near 0), with ``F*`` from the benchmark's float64 reference (cached in ``--cache_dir``);
+the held-out images are the benchmark's (``experiments.bench.measure.images_for``).
 A candidate is a folder of policy files (``experiments.train_policy --out=<folder>/<task>``) or
 ``pretrained``, run with the DRS mode and budget its manifest records unless
 ``folder:mode:budget`` says otherwise.
@@ -28,9 +29,6 @@ flags.DEFINE_string("data_dir", "../shared/data/bsds500", "BSDS500 directory.")
 flags.DEFINE_string("ct_dir", "../shared/data/ct/covid19_ny_sbu/png16", "CT slices directory.")
 flags.DEFINE_string("cache_dir", "out/cache/references", "Reference cache.")
 
-N_CT = 20  # the real slices; the policies train on the first 15
-
-
 def methods(task: str):
   from jsgp import pretrained  # pylint: disable=import-outside-toplevel
   from jsgp.solvers import FISTA  # pylint: disable=import-outside-toplevel
@@ -46,11 +44,6 @@ def methods(task: str):
   return out
 
 
-def iterations_to(gap, targets):
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  return [int(np.argmax(gap <= t)) if np.any(gap <= t) else None for t in targets]
-
-
 def main(argv):
   del argv
   import jax  # pylint: disable=import-outside-toplevel
@@ -58,16 +51,17 @@ def main(argv):
   import numpy as np  # pylint: disable=import-outside-toplevel
   jax.config.update("jax_enable_x64", True)
   from experiments.bench import reference  # pylint: disable=import-outside-toplevel
-  from jsgp import data  # pylint: disable=import-outside-toplevel
+  from experiments.bench.accuracy import NORMALIZED_GAP_TASKS, first_reached  # pylint: disable=import-outside-toplevel
+  from experiments.bench.config import BenchConfig  # pylint: disable=import-outside-toplevel
+  from experiments.bench.measure import images_for  # pylint: disable=import-outside-toplevel
   from jsgp.problems import Task, simulate  # pylint: disable=import-outside-toplevel
   from jsgp.solvers import solve  # pylint: disable=import-outside-toplevel
   targets = [float(g) for g in FLAGS.gaps]
+  where = BenchConfig(data_dir=FLAGS.data_dir, ct_data_dir=FLAGS.ct_dir, size=FLAGS.size,
+                      ct_size=FLAGS.size)
   for name in FLAGS.tasks:
-    normalized = name in ("deblur", "ct")
-    if name == "ct":
-      images = data.load_ct_slices(FLAGS.ct_dir, FLAGS.size, N_CT)[N_CT - FLAGS.images:]
-    else:
-      images = data.load_images(FLAGS.data_dir, "test", FLAGS.size, n=FLAGS.images)
+    normalized = name in NORMALIZED_GAP_TASKS
+    images = images_for(name, where, FLAGS.images, [], held_out=True)[:FLAGS.images]
     rates = [float(r) for r in FLAGS.rates] if name in ("inpainting", "fourier") else [None]
     runs = methods(name)
     for rate in rates:
@@ -84,7 +78,8 @@ def main(argv):
           objective = np.asarray(solve(method, problem, max_iter=FLAGS.max_iter,
                                        tol=-1).history.objective, np.float64)
           scale = objective[0] - ref.F if normalized else abs(ref.F)
-          rows[label].append(iterations_to((objective - ref.F) / scale, targets))
+          gap = (objective - ref.F) / scale
+          rows[label].append([first_reached(gap, target) for target in targets])
       for label, its in rows.items():
         print(f"  {label:60s} " + "  ".join("/".join(str(v) for v in per) for per in its))
 

@@ -228,38 +228,48 @@ class DRS:
     return jnp.where(length > limit, limit / jnp.maximum(length, jnp.finfo(length.dtype).tiny),
                      1.0).astype(step.dtype)
 
-  # -- safeguarded mode --------------------------------------------------------------------------
+  # -- the policy's step under the safeguard (safeguarded and accelerated modes) ------------------
 
-  def _safeguarded_step(self, problem, state: DRSState) -> DRSState:
+  def _guarded_proposal(self, problem, state: DRSState, u, residual, grad):
+    """The policy's step from ``u`` (its residual and gradient), shortened to at most
+    ``trust_radius`` times the 1/L step ``prox_{1/L}(u - grad/L) - u`` and kept iff it is finite
+    and ``F <= F(x_k)``; otherwise the 1/L point (one more ``A``). Returns ``(point, residual,
+    objective, kept, fields)``, ``fields`` the policy-iteration entries of the state."""
     dtype = state.objective.dtype
     t_lipschitz = (1.0 / problem.lipschitz).astype(dtype)
-    grad = problem.grad_from_residual(state.residual)
-    d, usable, policy_state = self._policy(problem, state, state.x, grad)
-    z2 = problem.forward_backward(state.x, grad, t_lipschitz) - state.x
-    proposal = problem.forward_backward(state.x, grad, d)
-    c = self._shorten(proposal - state.x, z2)
-    candidate = state.x + c * (proposal - state.x)
-    # A(x + c (p - x)) - y = (1 - c) r + c r_p: the fresh residual of the proposal, combined.
-    r_candidate = combine(state.residual, problem.residual(proposal), c)
+    d, usable, policy_state = self._policy(problem, state, u, grad)
+    classical = problem.forward_backward(u, grad, t_lipschitz)
+    proposal = problem.forward_backward(u, grad, d)
+    c = self._shorten(proposal - u, classical - u)
+    candidate = u + c * (proposal - u)
+    # A(u + c (p - u)) - y = (1 - c) r_u + c r_p: the fresh residual of the proposal, combined.
+    r_candidate = combine(residual, problem.residual(proposal), c)
     f_candidate = problem.f_from_residual(r_candidate) + problem.g(candidate)
     accept = (usable & jnp.isfinite(f_candidate) & (f_candidate <= state.objective)
               & jnp.all(jnp.isfinite(candidate)))
 
-    def conservative(_):
-      x = state.x + z2
-      r = problem.residual(x)
-      return x, r, problem.f_from_residual(r) + problem.g(x)
+    def classical_step(_):
+      r = problem.residual(classical)
+      return classical, r, problem.f_from_residual(r) + problem.g(classical)
 
-    x, residual, objective = self._cond(
-        accept, lambda _: (candidate, r_candidate, f_candidate), conservative, None)
+    point, r_point, f_point = self._cond(
+        accept, lambda _: (candidate, r_candidate, f_candidate), classical_step, None)
     miss = (f_candidate - state.objective) / jnp.abs(state.objective)
-    step_used = jnp.where(accept, c * jnp.mean(d).astype(dtype), t_lipschitz)
-    return self._finish(problem, state, x, residual, objective, accept,
-                        stepsize=step_used, backtracks=jnp.int32(0),
-                        decrease_ratio=jnp.where(usable, jnp.nan_to_num(
-                            miss, nan=1.0, posinf=1.0), 1.0).astype(dtype),
-                        accepted=state.accepted + accept.astype(jnp.int32),
-                        policy_state=policy_state)
+    fields = dict(stepsize=jnp.where(accept, c * jnp.mean(d).astype(dtype), t_lipschitz),
+                  backtracks=jnp.int32(0),
+                  decrease_ratio=jnp.where(usable, jnp.nan_to_num(
+                      miss, nan=1.0, posinf=1.0), 1.0).astype(dtype),
+                  accepted=state.accepted + accept.astype(jnp.int32),
+                  policy_state=policy_state)
+    return point, r_point, f_point, accept, fields
+
+  # -- safeguarded mode --------------------------------------------------------------------------
+
+  def _safeguarded_step(self, problem, state: DRSState) -> DRSState:
+    grad = problem.grad_from_residual(state.residual)
+    x, residual, objective, accept, fields = self._guarded_proposal(
+        problem, state, state.x, state.residual, grad)
+    return self._finish(problem, state, x, residual, objective, accept, **fields)
 
   # -- relaxation mode (the paper's Algorithms 3-4) ----------------------------------------------
 
@@ -308,33 +318,9 @@ class DRS:
 
   def _accelerated_step(self, problem, state: DRSState) -> DRSState:
     fista, tail = self.handoff, state.tail
-    dtype = state.objective.dtype
-    t_lipschitz = (1.0 / problem.lipschitz).astype(dtype)
     z, rz, s_next = fista.extrapolate(tail)
-    gz = problem.grad_from_residual(rz)
-    d, usable, policy_state = self._policy(problem, state, z, gz)
-    fista_point = problem.forward_backward(z, gz, t_lipschitz)
-    proposal = problem.forward_backward(z, gz, d)
-    c = self._shorten(proposal - z, fista_point - z)
-    candidate = z + c * (proposal - z)
-    r_candidate = combine(rz, problem.residual(proposal), c)
-    f_candidate = problem.f_from_residual(r_candidate) + problem.g(candidate)
-    accept = (usable & jnp.isfinite(f_candidate) & (f_candidate <= state.objective)
-              & jnp.all(jnp.isfinite(candidate)))
-
-    def fista_step(_):
-      r = problem.residual(fista_point)
-      return fista_point, r, problem.f_from_residual(r) + problem.g(fista_point)
-
-    p, rp, objective = self._cond(
-        accept, lambda _: (candidate, r_candidate, f_candidate), fista_step, None)
-    new_tail = fista.advance(tail, z, s_next, p, rp, objective, tail.lipschitz, jnp.int32(0))
-    miss = (f_candidate - state.objective) / jnp.abs(state.objective)
-    return self._finish(problem, state, new_tail.x, new_tail.residual, new_tail.objective, accept,
-                        tail=new_tail, held=held(new_tail),
-                        stepsize=jnp.where(accept, c * jnp.mean(d).astype(dtype), t_lipschitz),
-                        backtracks=jnp.int32(0),
-                        decrease_ratio=jnp.where(usable, jnp.nan_to_num(
-                            miss, nan=1.0, posinf=1.0), 1.0).astype(dtype),
-                        accepted=state.accepted + accept.astype(jnp.int32),
-                        policy_state=policy_state)
+    p, rp, objective, accept, fields = self._guarded_proposal(
+        problem, state, z, rz, problem.grad_from_residual(rz))
+    tail = fista.advance(tail, z, s_next, p, rp, objective, tail.lipschitz, jnp.int32(0))
+    return self._finish(problem, state, tail.x, tail.residual, tail.objective, accept,
+                        tail=tail, held=held(tail), **fields)

@@ -39,7 +39,7 @@ from absl import logging
 
 from jsgp import policies
 from jsgp.problems import L1Problem, Task, TaskNumbers, simulate_batch
-from jsgp.solvers import DRS, run_batch
+from jsgp.solvers import DRS, drs, run_batch
 from jsgp.training import checkpoint, files, loop
 from jsgp.training.dataset import converged_solutions
 from jsgp.training.greedy import TrainResult
@@ -103,9 +103,8 @@ class PolicyTrainingConfig:
   mode: str = "safeguarded"
 
   def __post_init__(self):
-    if self.mode not in ("safeguarded", "accelerated"):
-      raise ValueError(f"mode must be 'safeguarded' or 'accelerated' (the DRS modes a policy is "
-                       f"trained through), got {self.mode!r}")
+    if self.mode not in drs.MODES:
+      raise ValueError(f"mode must be one of DRS's modes {drs.MODES}, got {self.mode!r}")
     for name in ("policy_steps", "num_steps", "batch_size", "reference_iters"):
       if int(getattr(self, name)) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
