@@ -81,13 +81,9 @@ def objective64(problem64, x) -> float:
   return float(reference.objective64(problem64, x))
 
 
-def first_reached(gaps: np.ndarray, target: float):
-  hits = np.nonzero(gaps <= target)[0]
-  return int(hits[0]) if hits.size else None
-
-
 def run_problem(task: str, problem, image, methods) -> Dict[str, Any]:
   from experiments.bench import reference  # pylint: disable=import-outside-toplevel
+  from experiments.bench.accuracy import first_reached  # pylint: disable=import-outside-toplevel
   from jsgp.solvers import solve  # pylint: disable=import-outside-toplevel
   p64 = reference.to_float64(problem)
   f_star = reference_objective(problem)

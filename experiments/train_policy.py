@@ -12,6 +12,7 @@ and ``lam`` drawn from the ranges (``jsgp.training.policy``), and writes ``<out>
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -28,6 +29,8 @@ flags.DEFINE_integer("image_size", 64, "Training image side.")
 flags.DEFINE_integer("n_train", 64, "Training images (first of the train split).")
 flags.DEFINE_integer("num_steps", 400, "Optimiser steps.")
 flags.DEFINE_integer("batch_size", 8, "Problems per step.")
+flags.DEFINE_integer("hidden", None, "Hidden width of the MLP architectures (default: the "
+                     "architecture's own).")
 flags.DEFINE_integer("policy_steps", 10, "Policy iterations H (DRS max_policy_steps).")
 flags.DEFINE_enum("mode", "accelerated", ["safeguarded", "accelerated"],
                   "The DRS mode the policy is trained through (and that jsgp.pretrained runs).")
@@ -46,7 +49,7 @@ flags.DEFINE_string("cache_dir", "out/cache", "x* cache directory.")
 flags.mark_flag_as_required("out")
 
 RECORDED_FLAGS = ("task", "arch", "data_dir", "image_size", "n_train", "num_steps", "batch_size",
-                  "policy_steps", "mode", "learning_rate", "reference_iters", "rate_range", "noise_range",
+                  "hidden", "policy_steps", "mode", "learning_rate", "reference_iters", "rate_range", "noise_range",
                   "lam_range", "lam", "pattern", "n_views", "seed")
 N_CT_TRAIN = 15  # the first 15 of the 20 real slices; the last 5 are held out
 
@@ -66,7 +69,13 @@ def build_config():
   from jsgp.training.policy import PolicyTrainingConfig  # pylint: disable=import-outside-toplevel
   task = Task(FLAGS.task, image_shape=(FLAGS.image_size,) * 2, lam=FLAGS.lam,
               pattern=FLAGS.pattern, n_views=FLAGS.n_views)
-  net = policy_nets.ARCHITECTURES[FLAGS.arch]()
+  architecture = policy_nets.ARCHITECTURES[FLAGS.arch]
+  if FLAGS.hidden is None:
+    net = architecture()
+  elif "hidden" in {field.name for field in dataclasses.fields(architecture)}:
+    net = architecture(hidden=FLAGS.hidden)
+  else:
+    raise ValueError(f"--hidden applies to the MLP architectures, not --arch={FLAGS.arch}")
   pair = lambda values: tuple(float(v) for v in values)
   return PolicyTrainingConfig(
       task=task, net=net, policy_steps=FLAGS.policy_steps, num_steps=FLAGS.num_steps,

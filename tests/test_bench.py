@@ -102,8 +102,14 @@ def test_bench_accuracy_tiny(tmp_path):
     for row in coarse["per_image"] + fine["per_image"]:
       assert row["best"] is None or row["methods"][row["best"]]["iters"] is not None
   assert reached > 0
+  # the paper's tables: NMSE after 10 and 20 iterations, per image and as medians
+  assert task["nmse_at"]["k"] == [10, 20]
+  for c in task["labels"]:
+    assert all(math.isfinite(v) for v in task["nmse_at"]["median"][c]), c
+    assert len(task["nmse_at"]["per_image"][c]) == 1
   # a target no contender reached within the cap has no ratio (NaN), never an error
   assert report["targets"] and all(not r["met"] or r["value"] >= 1.3 for r in report["targets"])
   with open(os.path.join(out_dir, "bench.md")) as f:
     text = f.read()
   assert "PASS" in text or "MISS" in text
+  assert "NMSE (dB) after k iterations" in text

@@ -36,6 +36,7 @@ from jsgp.solvers import run
 
 TARGET_RATIO = 1.3  # jsgp's fastest vs the fastest peer, per task and gap target
 CURVE_POINTS = 60   # log-spaced iterations kept per curve in the JSON
+NMSE_AT = (10, 20)  # the paper's tables: NMSE after k iterations
 
 
 def gap_key(gap: float) -> str:
@@ -152,6 +153,7 @@ def accuracy_task(name: str, images: np.ndarray, cfg: BenchConfig,
                          "families": {c: s.family for c, s in solvers.items()},
                          "labels": {c: s.label for c, s in solvers.items()}}
   traces = {c: [] for c in solvers}
+  nmse_at = {c: [] for c in solvers}  # per image: NMSE (dB) after each k of NMSE_AT
   spi = {c: [] for c in solvers}  # seconds per iteration of each timed run
   compiled_trace, compiled_solve = {}, {}
   print(f"\n== {name} {cfg.size}px: {n_img} images, cap {steps} iterations, "
@@ -179,6 +181,7 @@ def accuracy_task(name: str, images: np.ndarray, cfg: BenchConfig,
       F, nmse = (np.asarray(a, np.float64) for a in compiled_trace[c](problem, p64, x0, image64))
       gap = (F - ref.F) / scale
       traces[c].append(gap)
+      nmse_at[c].append([float(nmse[k]) if k < len(nmse) else None for k in NMSE_AT])
       ks[c] = {gap_key(g): first_reached(gap, g) for g in cfg.gaps}
       ks[c][nmse_key(cfg.tta_db)] = first_reached(nmse, nmse_star + cfg.tta_db)
     for t in targets:
@@ -215,6 +218,9 @@ def accuracy_task(name: str, images: np.ndarray, cfg: BenchConfig,
           f"{c} -" for c, e in row["methods"].items()), flush=True)
   out["seconds_per_iter"] = {c: (median(v) if v else None) for c, v in spi.items()}
   out["curves"] = {c: curve(np.stack(traces[c]), out["seconds_per_iter"][c]) for c in solvers}
+  out["nmse_at"] = {"k": list(NMSE_AT), "per_image": nmse_at,
+                    "median": {c: [None if None in column else median(column)
+                                   for column in zip(*rows)] for c, rows in nmse_at.items()}}
   for t in targets:
     entry = out["targets"][t]
     entry["summary"] = summarize_target(entry["per_image"], solvers)

@@ -41,6 +41,14 @@ def markdown(report) -> str:
         cells.append(f"{_cell(e['iters'], '.0f')}{reached} | {_cell(e['seconds'], '.4f')} | "
                      f"{_cell(e['ratio'], '.2f')} | {_cell(verified, spec)}")
       lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    nmse_at = t.get("nmse_at")
+    if nmse_at:
+      lines += ["", "NMSE (dB) after k iterations, median over images (the paper's tables):", "",
+                "| method | " + " | ".join(f"k = {k}" for k in nmse_at["k"]) + " |",
+                "|---|" + "---|" * len(nmse_at["k"])]
+      lines += [f"| {label} | " + " | ".join(_cell(v, ".2f") for v in nmse_at["median"][c]) + " |"
+                for c, label in t["labels"].items()]
+      lines.append("")
     for tg in targets:
       speedups = t["targets"][tg].get("learned_speedup")
       if speedups is not None:
