@@ -9,7 +9,7 @@ adjoint of a real-to-complex map (e.g. partial Fourier of a real image) well def
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import ClassVar, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -57,6 +57,21 @@ class LinearOperator:
     (the zero-filled image, the blurred image); operators with a better direct inverse (CT:
     filtered back-projection) override it."""
     return self.adjoint(y)
+
+
+class SameShapeOperator(LinearOperator):
+  """An operator from an image to an array of the same shape: the last two axes of its array
+  field ``shape_field`` (so that a stacked batch of operators reports the shape of one)."""
+
+  shape_field: ClassVar[str]
+
+  @property
+  def in_shape(self) -> Tuple[int, ...]:
+    return tuple(getattr(self, self.shape_field).shape[-2:])
+
+  @property
+  def out_shape(self) -> Tuple[int, ...]:
+    return self.in_shape
 
 
 @struct.dataclass

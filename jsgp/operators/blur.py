@@ -1,17 +1,17 @@
 """Gaussian blur as a circular convolution."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import ClassVar, Tuple
 
 import jax
 import jax.numpy as jnp
 
 from jsgp import struct, validation
-from jsgp.operators.base import LinearOperator
+from jsgp.operators.base import SameShapeOperator
 
 
 @struct.dataclass
-class GaussianBlur(LinearOperator):
+class GaussianBlur(SameShapeOperator):
   """``y = h * x``, circular (periodic boundary) convolution with a Gaussian kernel.
 
   Boundary model: periodic. The operator is diagonalised by the DFT, so apply and adjoint are one
@@ -21,14 +21,7 @@ class GaussianBlur(LinearOperator):
   """
 
   transfer: jax.Array  # (H, W) real DFT of the centred, unit-sum kernel
-
-  @property
-  def in_shape(self) -> Tuple[int, ...]:
-    return self.transfer.shape[-2:]
-
-  @property
-  def out_shape(self) -> Tuple[int, ...]:
-    return self.transfer.shape[-2:]
+  shape_field: ClassVar[str] = "transfer"
 
   def apply(self, x):
     return jnp.real(jnp.fft.ifft2(self.transfer * jnp.fft.fft2(x))).astype(self.transfer.dtype)

@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import ClassVar, Tuple
 
 import jax
 import jax.numpy as jnp
 
 from jsgp import struct, validation
-from jsgp.operators.base import LinearOperator
+from jsgp.operators.base import SameShapeOperator
 
 
 @struct.dataclass
-class PartialFourier(LinearOperator):
+class PartialFourier(SameShapeOperator):
   """``y = P F x``: orthonormal 2-D FFT of a real image, then a 0/1 k-space pattern ``P``.
 
   Measurements are complex, of the image's shape (unsampled frequencies are zeros). With the real
@@ -20,14 +20,7 @@ class PartialFourier(LinearOperator):
   """
 
   pattern: jax.Array  # (H, W) 0/1, unshifted (DC at [0, 0])
-
-  @property
-  def in_shape(self) -> Tuple[int, ...]:
-    return self.pattern.shape[-2:]
-
-  @property
-  def out_shape(self) -> Tuple[int, ...]:
-    return self.pattern.shape[-2:]
+  shape_field: ClassVar[str] = "pattern"
 
   def apply(self, x):
     return self.pattern * jnp.fft.fft2(x, norm="ortho")

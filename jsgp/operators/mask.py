@@ -1,17 +1,17 @@
 """Pixel mask: inpainting's sampling operator."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import ClassVar, Tuple
 
 import jax
 import jax.numpy as jnp
 
 from jsgp import struct, validation
-from jsgp.operators.base import LinearOperator
+from jsgp.operators.base import SameShapeOperator
 
 
 @struct.dataclass
-class PixelMask(LinearOperator):
+class PixelMask(SameShapeOperator):
   """``y = m * x`` with a 0/1 mask ``m`` of the image's shape.
 
   Missing pixels are kept as zeros rather than dropped, so every instance of a batch has the same
@@ -19,14 +19,7 @@ class PixelMask(LinearOperator):
   """
 
   mask: jax.Array  # (H, W) 0/1 in the image dtype
-
-  @property
-  def in_shape(self) -> Tuple[int, ...]:
-    return self.mask.shape[-2:]
-
-  @property
-  def out_shape(self) -> Tuple[int, ...]:
-    return self.mask.shape[-2:]
+  shape_field: ClassVar[str] = "mask"
 
   def apply(self, x):
     return self.mask * x
