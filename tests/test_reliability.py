@@ -19,7 +19,7 @@ from jsgp.data import load_images
 from jsgp.operators import gaussian_blur, parallel_beam, random_pixel_mask, variable_density_pattern
 from jsgp.problems import Task, make_problem, simulate
 from jsgp.solvers import DRS, FISTA, PGM, solve
-from jsgp.training import checkpoint, dataset, files
+from jsgp.training import checkpoint, dataset, files, orbax_noise
 
 from helpers import problem_for, tiny_greedy_config
 
@@ -355,7 +355,7 @@ def test_orbax_aftermath_is_filtered_and_nothing_else(monkeypatch, caplog):
   import logging as pylogging  # pylint: disable=import-outside-toplevel
   seen = []
   monkeypatch.setattr(sys, "unraisablehook", seen.append)
-  checkpoint._install_noise_filters()  # pylint: disable=protected-access
+  orbax_noise.install_noise_filters()
   loop = asyncio.new_event_loop()
   loop.close()
   try:
