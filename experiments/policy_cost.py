@@ -23,7 +23,8 @@ from flax import struct
 FLAGS = flags.FLAGS
 flags.DEFINE_list("tasks", ["inpainting", "fourier"], "Tasks.")
 flags.DEFINE_list("archs", ["subband_mlp", "subband_table", "coefficient_mlp", "coarse_unet",
-                            "unet"], "Architectures (jsgp.policy_nets.ARCHITECTURES).")
+                            "unet"], "Architectures (jsgp.policy_nets.ARCHITECTURES); "
+                  "name:width sets an MLP's hidden width (e.g. coefficient_mlp:32).")
 flags.DEFINE_integer("size", 128, "Image side.")
 flags.DEFINE_integer("iters", 100, "Iterations per timed run.")
 flags.DEFINE_integer("repeats", 7, "Interleaved rounds (median).")
@@ -49,8 +50,9 @@ class EvaluatedButNeutral:
 def make_runs(problem, arch: str):
   from jsgp import policies, policy_nets, nets  # pylint: disable=import-outside-toplevel
   from jsgp.solvers import DRS, FISTA  # pylint: disable=import-outside-toplevel
-  net = policy_nets.ARCHITECTURES[arch]()
-  if arch == "unet":
+  name, _, width = arch.partition(":")
+  net = policy_nets.ARCHITECTURES[name](**({"hidden": int(width)} if width else {}))
+  if name == "unet":
     net = nets.UNetConfig.small("diag")
   variables = net.init(jax.random.PRNGKey(0), problem.synthesis)
   variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
