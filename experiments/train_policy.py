@@ -49,8 +49,8 @@ flags.DEFINE_string("cache_dir", "out/cache", "x* cache directory.")
 flags.mark_flag_as_required("out")
 
 RECORDED_FLAGS = ("task", "arch", "data_dir", "image_size", "n_train", "num_steps", "batch_size",
-                  "hidden", "policy_steps", "mode", "learning_rate", "reference_iters", "rate_range", "noise_range",
-                  "lam_range", "lam", "pattern", "n_views", "seed")
+                  "hidden", "policy_steps", "mode", "learning_rate", "reference_iters",
+                  "rate_range", "noise_range", "lam_range", "lam", "pattern", "n_views", "seed")
 N_CT_TRAIN = 15  # the first 15 of the 20 real slices; the last 5 are held out
 
 
