@@ -86,3 +86,17 @@ def test_policy_iterations_prints_a_row_per_method(tmp_path):
   assert [row.split()[0] for row in rows] == ["MFISTA", "DRS", "DRS"]
   assert "accelerated" in rows[1] and "safeguarded" in rows[2] and "H=3" in rows[2]
   assert all(row.split()[-1].split("/")[0].isdigit() for row in rows)  # 1e-3 reached in 1500
+
+
+def test_train_policy_hidden_flag_sets_the_mlp_width_and_refuses_other_architectures():
+  """``experiments.train_policy --hidden``: the shipped flagfiles' width reaches the network
+  configuration; an architecture without a hidden layer is refused by name."""
+  script = ("import sys; from experiments import train_policy as t; "
+            "t.FLAGS(['prog', '--out=unused'] + sys.argv[1:]); print(t.build_config().net)")
+  run = lambda *flags: subprocess.run([sys.executable, "-c", script, *flags], cwd=ROOT,
+                                      capture_output=True, text=True, timeout=300)
+  wide = run(f"--flagfile={ROOT}/experiments/configs/policy_inpainting.flags")
+  assert wide.returncode == 0, wide.stderr[-2000:]
+  assert "CoefficientMLP(hidden=32" in wide.stdout
+  refused = run("--arch=subband_table", "--hidden=16")
+  assert refused.returncode != 0 and "--hidden applies to the MLP architectures" in refused.stderr
