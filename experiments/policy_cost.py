@@ -51,7 +51,7 @@ def make_runs(problem, arch: str):
   from jsgp import policies, policy_nets, nets  # pylint: disable=import-outside-toplevel
   from jsgp.solvers import DRS, FISTA  # pylint: disable=import-outside-toplevel
   name, _, width = arch.partition(":")
-  net = policy_nets.ARCHITECTURES[name](**({"hidden": int(width)} if width else {}))
+  net = policy_nets.architecture(name, int(width) if width else None)
   if name == "unet":
     net = nets.UNetConfig.small("diag")
   variables = net.init(jax.random.PRNGKey(0), problem.synthesis)

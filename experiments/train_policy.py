@@ -12,7 +12,6 @@ and ``lam`` drawn from the ranges (``jsgp.training.policy``), and writes ``<out>
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 
@@ -69,13 +68,7 @@ def build_config():
   from jsgp.training.policy import PolicyTrainingConfig  # pylint: disable=import-outside-toplevel
   task = Task(FLAGS.task, image_shape=(FLAGS.image_size,) * 2, lam=FLAGS.lam,
               pattern=FLAGS.pattern, n_views=FLAGS.n_views)
-  architecture = policy_nets.ARCHITECTURES[FLAGS.arch]
-  if FLAGS.hidden is None:
-    net = architecture()
-  elif "hidden" in {field.name for field in dataclasses.fields(architecture)}:
-    net = architecture(hidden=FLAGS.hidden)
-  else:
-    raise ValueError(f"--hidden applies to the MLP architectures, not --arch={FLAGS.arch}")
+  net = policy_nets.architecture(FLAGS.arch, FLAGS.hidden)
   pair = lambda values: tuple(float(v) for v in values)
   return PolicyTrainingConfig(
       task=task, net=net, policy_steps=FLAGS.policy_steps, num_steps=FLAGS.num_steps,

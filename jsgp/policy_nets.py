@@ -21,7 +21,7 @@ Parameters are float32; inputs of any real dtype are cast to float32 and the out
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Dict, Tuple
+from typing import Any, ClassVar, Dict, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -285,3 +285,14 @@ class CoarseUNet:
 
 ARCHITECTURES = {cls.kind: cls for cls in (nets.UNetConfig, SubbandMLP, SubbandTable,
                                            CoefficientMLP, CoarseUNet)}
+
+
+def architecture(kind: str, hidden: Optional[int] = None):
+  """The network configuration ``kind`` (a key of ``ARCHITECTURES``) with its defaults, or with
+  hidden width ``hidden``; ``ValueError`` naming ``kind`` if it has no hidden layer width."""
+  config = ARCHITECTURES[kind]
+  if hidden is None:
+    return config()
+  if "hidden" not in {field.name for field in dataclasses.fields(config)}:
+    raise ValueError(f"{kind} has no hidden width (the MLP architectures have one)")
+  return config(hidden=hidden)
