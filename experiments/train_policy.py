@@ -43,13 +43,17 @@ flags.DEFINE_string("pattern", "uniform", "Fourier sampling pattern.")
 flags.DEFINE_integer("n_views", 144, "CT views.")
 flags.DEFINE_integer("seed", 0, "Seed.")
 flags.DEFINE_string("out", None, "Output prefix (writes <out>.msgpack and <out>.json).")
+flags.DEFINE_string("init_from", None, "Fine-tune: start from this policy source's policy for "
+                    "--task ('pretrained' or a folder of policy files; its network must be "
+                    "--arch/--hidden's) instead of a fresh network.")
 flags.DEFINE_string("checkpoint_dir", None, "Checkpoints (resume) directory.")
 flags.DEFINE_string("cache_dir", "out/cache", "x* cache directory.")
 flags.mark_flag_as_required("out")
 
 RECORDED_FLAGS = ("task", "arch", "data_dir", "image_size", "n_train", "num_steps", "batch_size",
                   "hidden", "policy_steps", "mode", "learning_rate", "reference_iters",
-                  "rate_range", "noise_range", "lam_range", "lam", "pattern", "n_views", "seed")
+                  "rate_range", "noise_range", "lam_range", "lam", "pattern", "n_views", "seed",
+                  "init_from")
 N_CT_TRAIN = 15  # the first 15 of the 20 real slices; the last 5 are held out
 
 
@@ -62,7 +66,23 @@ def training_images(task: str, data_dir: str, size: int, n: int):
   return data.load_images(data_dir, "train", size, n)
 
 
-def build_config():
+def starting_policy(task: str, source, net):
+  """``(variables, sha256)`` of ``source``'s policy for ``task`` (``--init_from``), or
+  ``(None, "")`` without a source; a clear error when it has none or another network."""
+  if not source:
+    return None, ""
+  from jsgp import pretrained  # pylint: disable=import-outside-toplevel
+  prefix = pretrained.find(source, task)
+  if prefix is None:
+    raise ValueError(f"--init_from={source!r} has no {task} policy")
+  learned, record = pretrained.load(prefix)
+  if learned.config != net:
+    raise ValueError(f"--init_from={source!r}: its {task} policy is {learned.config}, not the "
+                     f"--arch/--hidden network {net}; pass the flags it was trained with")
+  return learned.variables, record["sha256"]
+
+
+def build_config(init_sha256: str = ""):
   from jsgp import policy_nets  # pylint: disable=import-outside-toplevel
   from jsgp.problems import Task  # pylint: disable=import-outside-toplevel
   from jsgp.training.policy import PolicyTrainingConfig  # pylint: disable=import-outside-toplevel
@@ -74,20 +94,22 @@ def build_config():
       task=task, net=net, policy_steps=FLAGS.policy_steps, num_steps=FLAGS.num_steps,
       batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
       reference_iters=FLAGS.reference_iters, rate_range=pair(FLAGS.rate_range),
-      noise_range=pair(FLAGS.noise_range), lam_range=pair(FLAGS.lam_range), mode=FLAGS.mode)
+      noise_range=pair(FLAGS.noise_range), lam_range=pair(FLAGS.lam_range), mode=FLAGS.mode,
+      init_sha256=init_sha256)
 
 
 def main(argv):
   del argv
   from jsgp import pretrained  # pylint: disable=import-outside-toplevel
   from jsgp.training.policy import train_policy  # pylint: disable=import-outside-toplevel
-  config = build_config()
+  initial, init_sha256 = starting_policy(FLAGS.task, FLAGS.init_from, build_config().net)
+  config = build_config(init_sha256)
   images = training_images(FLAGS.task, FLAGS.data_dir, FLAGS.image_size, FLAGS.n_train)
   logging.info("training %s policy for %s on %d images of %dpx", FLAGS.arch, FLAGS.task,
                len(images), FLAGS.image_size)
   start = time.time()
   result = train_policy(config, images, checkpoint_dir=FLAGS.checkpoint_dir,
-                        cache_dir=FLAGS.cache_dir)
+                        cache_dir=FLAGS.cache_dir, initial=initial)
   manifest = dict(
       task=FLAGS.task, policy_steps=FLAGS.policy_steps, mode=FLAGS.mode, training=config.to_dict(),
       flags={name: FLAGS[name].value for name in RECORDED_FLAGS},

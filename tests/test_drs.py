@@ -116,6 +116,21 @@ def test_policy_training_lowers_the_hand_off_loss(trained_subband_policy):
   assert np.mean(losses[-8:]) < np.mean(losses[:4]) - 1.0
 
 
+def test_fine_tuning_starts_from_the_given_weights(trained_subband_policy):
+  """``train_policy(..., initial=)`` (``experiments.train_policy --init_from``) continues from a
+  trained policy: its first loss is the trained level, not a fresh network's; a configuration
+  that names starting weights without them is refused."""
+  policy, losses = trained_subband_policy
+  images = load_images(None, "train", 32, n=6, dtype=np.float64)
+  config = PolicyTrainingConfig(Task("inpainting", (32, 32)), policy_nets.SubbandMLP(hidden=8),
+                                policy_steps=3, num_steps=2, batch_size=4, reference_iters=400,
+                                learning_rate=1e-4, init_sha256="trained in this test")
+  tuned = train_policy(config, images, log_every=1, initial=policy.variables)
+  assert np.mean(tuned.losses) < np.mean(np.asarray(losses)[:4]) - 1.0
+  with pytest.raises(ValueError, match="init_sha256"):
+    train_policy(config, images, log_every=1)
+
+
 def test_the_default_keeps_a_trained_policys_steps_and_gets_closer_than_fista(
     trained_subband_policy):
   """Regression: the former default (candidate against PGM's guaranteed-decrease bound) rejected

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
 from experiments import cli, methods, protocol
@@ -100,3 +102,21 @@ def test_train_policy_hidden_flag_sets_the_mlp_width_and_refuses_other_architect
   assert "CoefficientMLP(hidden=32" in wide.stdout
   refused = run("--arch=subband_table", "--hidden=16")
   assert refused.returncode != 0 and "subband_table has no hidden width" in refused.stderr
+
+
+def test_train_policy_init_from_loads_a_matching_policy_and_refuses_another_network():
+  """``experiments.train_policy --init_from``: the shipped policy's weights and sha256 when the
+  network matches; a clear error for another width or a source without the task's policy."""
+  from experiments import train_policy as t  # pylint: disable=import-outside-toplevel
+  from jsgp import policy_nets, pretrained  # pylint: disable=import-outside-toplevel
+  assert t.starting_policy("inpainting", None, policy_nets.CoefficientMLP()) == (None, "")
+  wide = policy_nets.architecture("coefficient_mlp", 32)
+  variables, sha = t.starting_policy("inpainting", "pretrained", wide)
+  assert sha == pretrained.manifest("inpainting")["sha256"]
+  shipped = pretrained.policy("inpainting").variables
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(variables),
+                                                  jax.tree_util.tree_leaves(shipped)))
+  with pytest.raises(ValueError, match="--arch/--hidden"):
+    t.starting_policy("inpainting", "pretrained", policy_nets.architecture("coefficient_mlp", 8))
+  with pytest.raises(ValueError, match="has no inpainting policy"):
+    t.starting_policy("inpainting", ROOT, wide)

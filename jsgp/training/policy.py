@@ -101,6 +101,7 @@ class PolicyTrainingConfig:
   lam_range: Tuple[float, float] = (0.5, 2.0)
   descent_penalty: float = 1.0
   mode: str = "safeguarded"
+  init_sha256: str = ""  # the weights training starts from (a policy file's sha256; "": fresh)
 
   def __post_init__(self):
     if self.mode not in drs.MODES:
@@ -192,8 +193,10 @@ def make_step(config: PolicyTrainingConfig):
 def train_policy(config: PolicyTrainingConfig, images: np.ndarray, *,
                  checkpoint_dir: Optional[str] = None, checkpoint_every: int = 100,
                  cache_dir: Optional[str] = None, stop_after_steps: Optional[int] = None,
-                 log_every: int = 25) -> TrainResult:
-  """Train ``config.net`` on ``images`` ``(N, H, W)``. With ``checkpoint_dir`` the run saves every
+                 log_every: int = 25, initial: Optional[dict] = None) -> TrainResult:
+  """Train ``config.net`` on ``images`` ``(N, H, W)``, from ``initial`` variables (``params``,
+  ``batch_stats``; e.g. a shipped policy's, to fine-tune it: then ``config.init_sha256`` names
+  them) or a fresh network. With ``checkpoint_dir`` the run saves every
   ``checkpoint_every`` steps and at the end, and resumes from the latest checkpoint there
   (refusing another configuration's); a resumed run equals an uninterrupted one."""
   with files.exclusive_directory(checkpoint_dir):
@@ -205,7 +208,11 @@ def train_policy(config: PolicyTrainingConfig, images: np.ndarray, *,
       logging.info("resumed policy training from %s at step %d", checkpoint_dir,
                    int(state.step))
     else:
-      state = loop.state_from_variables(config, initial_variables(config, problems))
+      if initial is None and config.init_sha256:
+        raise ValueError(f"config.init_sha256={config.init_sha256!r} names starting weights; "
+                         "pass them as initial=")
+      start_from = initial_variables(config, problems) if initial is None else initial
+      state = loop.state_from_variables(config, start_from)
     save = None
     if checkpoint_dir:
       save = lambda step, state, data: checkpoint.save(checkpoint_dir, config, state)
