@@ -1,6 +1,9 @@
 """The shipped policies: loading, checks, and solves that keep DRS's guarantee."""
+import json
 import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +16,7 @@ from jsgp.problems import Task, simulate
 from jsgp.solvers import DRS, FISTA, solve
 
 TASKS = ("inpainting", "fourier", "deblur", "ct")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_every_task_has_a_shipped_policy_with_a_manifest():
@@ -92,3 +96,22 @@ def test_shipped_policy_solves_are_monotone_and_converge(task):
   f_star = min(float(np.min(np.asarray(long_run))), objective[-1], fista[-1])
   start = objective[0] - f_star
   assert objective[-1] - f_star <= 2 * (fista[-1] - f_star) + 1e-6 * start
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_the_flagfile_is_the_recipe_of_the_shipped_policy(task):
+  """``experiments/configs/policy_<task>.flags`` (nested stage flagfiles included) resolves to the
+  training configuration the shipped manifest records, and writes the shipped file."""
+  script = ("import json, sys; from experiments import train_policy as t; t.FLAGS(sys.argv); "
+            "c = t.build_config().to_dict(); c.pop('init_sha256'); "
+            "print(json.dumps({'config': c, 'out': t.FLAGS.out, 'init': t.FLAGS.init_from}))")
+  run = subprocess.run([sys.executable, "-c", script,
+                        f"--flagfile=experiments/configs/policy_{task}.flags"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+  assert run.returncode == 0, run.stderr[-2000:]
+  resolved = json.loads(run.stdout.strip().splitlines()[-1])
+  recorded = dict(pretrained.manifest(task)["training"])
+  starts_from = recorded.pop("init_sha256", "")
+  assert resolved["config"] == recorded
+  assert resolved["out"] == f"jsgp/pretrained_data/{task}"
+  assert bool(resolved["init"]) == bool(starts_from)  # a fine-tune names its starting weights
