@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -71,8 +72,13 @@ def test_bench_main_tiny(tmp_path):
 def test_bench_accuracy_tiny(tmp_path):
   """--mode=accuracy on 32 px Fourier problems: structure and invariants, no timing claims."""
   out_dir = str(tmp_path / "tta")
+  mine = tmp_path / "mine"  # a second policy source (a copy of the shipped Fourier policy)
+  mine.mkdir()
+  for ext in (".json", ".msgpack"):
+    shutil.copy(os.path.join(ROOT, "jsgp", "pretrained_data", "fourier" + ext), mine)
   argv = ["--mode=accuracy", "--size=32", "--tasks=fourier", "--images=1", "--tta_iters=200",
           "--repeats=5", "--gaps=1e-2,1e-4", "--accuracy_methods=pgm,fista_b", "--peers",
+          f"--policy=pretrained,{mine}",
           "--scico_python=/nonexistent/python", f"--out_dir={out_dir}"]
   proc = subprocess.run([sys.executable, "-m", "experiments.bench", *argv], cwd=ROOT,
                         capture_output=True, text=True, timeout=600)
@@ -83,7 +89,13 @@ def test_bench_accuracy_tiny(tmp_path):
     report = json.load(f)
   assert "scico" in report["missing_peers"]  # reported, not a failure
   task = report["tasks"]["fourier"]
-  assert {"pgm", "fista_b", "fista_bt"} <= set(task["labels"])
+  assert {"pgm", "fista_b", "fista_bt", "drs_policy", "drs_policy_2"} <= set(task["labels"])
+  assert "(mine, H=10)" in task["labels"]["drs_policy_2"]
+  for target in task["targets"].values():  # both sources: the same weights, the same iterations
+    per_image = target["per_image"][0]["methods"]
+    assert per_image["drs_policy"]["iters"] == per_image["drs_policy_2"]["iters"]
+    assert set(target["policy_speedups"]) == {"drs_policy", "drs_policy_2"}
+    assert target["policy_speedups"]["drs_policy"] == target["learned_speedup"]
   for ref in task["references"]:
     assert ref["residual"] <= 1e-10 and ref["F"] > 0
   coarse, fine = task["targets"]["gap 1e-02"], task["targets"]["gap 1e-04"]
@@ -113,3 +125,4 @@ def test_bench_accuracy_tiny(tmp_path):
     text = f.read()
   assert "PASS" in text or "MISS" in text
   assert "NMSE (dB) after k iterations" in text
+  assert "(mine, H=10) speedup at gap 1e-02" in text

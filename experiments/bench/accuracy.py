@@ -82,11 +82,17 @@ def gap_label(task_name: str) -> str:
           else "(F_k - F*) / F*")
 
 
-def learned_solver(cfg: BenchConfig, task_name: str):
-  """``(label, DRS)`` with the ``--policy`` policy of ``task_name`` and the budget it was trained
-  for; None when the task has no policy there."""
+def learned_key(index: int) -> str:
+  """The contender name of the ``index``-th ``--policy`` source (the first is ``LEARNED``)."""
+  return LEARNED if index == 0 else f"{LEARNED}_{index + 1}"
+
+
+def learned_solvers(cfg: BenchConfig, task_name: str):
+  """``[(key, source, (label, DRS) or None)]`` for each ``--policy`` source (``learned_key``):
+  the source's policy of ``task_name`` with the mode and budget it was trained for."""
   from jsgp import pretrained  # pylint: disable=import-outside-toplevel
-  return pretrained.solver_from(cfg.policy, task_name)
+  return [(learned_key(i), source, pretrained.solver_from(source, task_name))
+          for i, source in enumerate(cfg.policy_sources)]
 
 
 def contenders(cfg: BenchConfig, notes: List[str], task_name: str) -> Dict[str, peers.Contender]:
@@ -94,12 +100,11 @@ def contenders(cfg: BenchConfig, notes: List[str], task_name: str) -> Dict[str, 
   canvas = task_of(task_name, cfg).synthesis.in_shape
   out = {m: driver_contender(m, registry.label(m), "jsgp", make_method(m, canvas, cfg))
          for m in cfg.accuracy_methods}
-  if cfg.policy:
-    learned = learned_solver(cfg, task_name)
+  for key, source, learned in learned_solvers(cfg, task_name):
     if learned is None:
-      notes.append(f"no {task_name} policy in --policy={cfg.policy}")
+      notes.append(f"no {task_name} policy in --policy source {source!r}")
     else:
-      out[LEARNED] = driver_contender(LEARNED, learned[0], "learned", learned[1])
+      out[key] = driver_contender(key, learned[0], "learned", learned[1])
   if cfg.peers:
     out["fista_bt"] = driver_contender("fista_bt", "FISTA-bt (textbook)", "peer", peers.FistaBT())
     if peers.jaxopt_available():
@@ -210,8 +215,13 @@ def accuracy_task(name: str, images: np.ndarray, cfg: BenchConfig,
         if k:
           spi[c].append(seconds / k)
       classical = [row["methods"][c]["seconds"] for c in jobs if solvers[c].family == "jsgp"]
-      if LEARNED in jobs and classical:
-        row["learned_speedup"] = min(classical) / row["methods"][LEARNED]["seconds"]
+      if classical:
+        speedups = {c: min(classical) / row["methods"][c]["seconds"] for c in jobs
+                    if solvers[c].family == "learned"}
+        if LEARNED in speedups:
+          row["learned_speedup"] = speedups[LEARNED]
+        if speedups:
+          row["policy_speedups"] = speedups
       out["targets"][t]["per_image"].append(row)
       print(f"    {t:>16s}: " + ", ".join(
           f"{c} {e['iters']} it {e['seconds'] * 1e3:.1f} ms" if e["iters"] is not None else
@@ -227,6 +237,10 @@ def accuracy_task(name: str, images: np.ndarray, cfg: BenchConfig,
     if LEARNED in solvers:
       speedups = [row.get("learned_speedup") for row in entry["per_image"]]
       entry["learned_speedup"] = speedups
+    learned = [c for c in solvers if solvers[c].family == "learned"]
+    if learned:
+      entry["policy_speedups"] = {c: [row.get("policy_speedups", {}).get(c)
+                                      for row in entry["per_image"]] for c in learned}
   return out
 
 

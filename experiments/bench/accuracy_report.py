@@ -7,7 +7,12 @@ from typing import List
 
 import numpy as np
 
+from experiments.bench.accuracy import LEARNED
 from experiments.bench.timing import median
+
+
+def _speedup_cells(values) -> str:
+  return ", ".join("-" if v is None else f"{v:.2f}" for v in values)
 
 
 def _cell(value, spec):
@@ -52,9 +57,12 @@ def markdown(report) -> str:
     for tg in targets:
       speedups = t["targets"][tg].get("learned_speedup")
       if speedups is not None:
-        cells = ", ".join("-" if v is None else f"{v:.2f}" for v in speedups)
         lines.append(f"- learned speedup at {tg} (fastest jsgp classical seconds / learned "
-                     f"seconds, per image): {cells}")
+                     f"seconds, per image): {_speedup_cells(speedups)}")
+      for c, others in t["targets"][tg].get("policy_speedups", {}).items():
+        if c != LEARNED:
+          lines.append(f"- {t['labels'][c]} speedup at {tg} (the same ratio, per image): "
+                       f"{_speedup_cells(others)}")
     scico = t.get("scico")
     if scico and "error" not in scico:
       lines += ["", f"SCICO {scico['versions']['scico']} (jax {scico['versions']['jax']}, its own "

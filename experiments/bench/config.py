@@ -49,10 +49,12 @@ class BenchConfig:
   accuracy_methods: Tuple[str, ...] = option(
       DEFAULT_ACCURACY_METHODS, "Accuracy mode: jsgp methods (registry names of kind "
       "classical, or learned with --checkpoint_dir).")
-  policy: str = option("", "Accuracy mode: also run DRS (default safeguarded mode) with learned "
-                       "policies: 'pretrained' (jsgp.pretrained, the shipped ones) or a folder "
-                       "of <task>.msgpack/<task>.json policy files "
-                       "(experiments.train_policy); empty: none.")
+  policy: str = option("", "Accuracy mode: also run DRS with learned policies, each with the mode "
+                       "and budget its manifest records: comma-separated sources, each "
+                       "'pretrained' (jsgp.pretrained, the shipped ones) or a folder of "
+                       "<task>.msgpack/<task>.json policy files (experiments.train_policy); the "
+                       "first is 'the learned method' whose speedup is summarised and recorded "
+                       "(experiments.record_tta), the others run beside it; empty: none.")
   lam_multiplier: float = option(1.0, "lam = the task's paper value x this.")
   rate: float = option(0.5, "Sampling rate (inpainting, fourier).")
   noise_sigma: float = option(0.0, "Measurement noise std (0-255 scale).")
@@ -125,9 +127,12 @@ class BenchConfig:
     kinds = ("classical", "learned") if self.checkpoint_dir else ("classical",)
     methods.check_names("accuracy_methods", self.accuracy_methods, [
         n for n, spec in methods.REGISTRY.items() if spec.kind in kinds])
-    if self.policy and self.policy != "pretrained" and not os.path.isdir(self.policy):
-      raise ValueError(f"--policy must be 'pretrained' or a folder of policy files; "
-                       f"{self.policy!r} is not a folder")
+    for source in self.policy_sources:
+      if source != "pretrained" and not os.path.isdir(source):
+        raise ValueError(f"--policy sources are 'pretrained' or folders of policy files; "
+                         f"{source!r} is not a folder")
+    if len(set(self.policy_sources)) < len(self.policy_sources):
+      raise ValueError(f"--policy names a source twice: {self.policy!r}")
     if not self.lam_multiplier > 0:
       raise ValueError(f"--lam_multiplier must be > 0, got {self.lam_multiplier}.")
     if self.repeats < 5:
@@ -153,6 +158,11 @@ class BenchConfig:
   @property
   def checkpoint(self) -> Optional[str]:
     return self.checkpoint_dir or None
+
+  @property
+  def policy_sources(self) -> Tuple[str, ...]:
+    """The ``--policy`` sources, in order (empty: no learned contender)."""
+    return tuple(source.strip() for source in self.policy.split(",") if source.strip())
 
 
 def task_of(name: str, cfg) -> Task:
