@@ -16,9 +16,8 @@ import os
 import sys
 from typing import Any, Dict
 
+from experiments.bench.accuracy import LEARNED
 from jsgp import pretrained
-
-LEARNED = "drs_policy"
 
 
 def case_name(config: Dict[str, Any], task: str) -> str:

@@ -120,3 +120,36 @@ def test_train_policy_init_from_loads_a_matching_policy_and_refuses_another_netw
     t.starting_policy("inpainting", "pretrained", policy_nets.architecture("coefficient_mlp", 8))
   with pytest.raises(ValueError, match="has no inpainting policy"):
     t.starting_policy("inpainting", ROOT, wide)
+
+
+def test_record_tta_writes_the_learned_methods_cases_into_a_manifest(tmp_path):
+  """``experiments.record_tta``: the first ``--policy`` source's iterations, the fastest classical
+  method per image and the speedups land under ``held_out[<case>]``; the weights are untouched."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  from experiments import record_tta  # pylint: disable=import-outside-toplevel
+  from jsgp import pretrained  # pylint: disable=import-outside-toplevel
+  for ext in (".json", ".msgpack"):
+    shutil.copy(os.path.join(ROOT, "jsgp", "pretrained_data", "fourier" + ext), tmp_path)
+  methods_of = lambda learned, mfista, sparsa: {
+      "drs_policy": {"iters": learned[0], "seconds": learned[1]},
+      "mfista": {"iters": mfista[0], "seconds": mfista[1]},
+      "sparsa": {"iters": sparsa[0], "seconds": sparsa[1]}}
+  bench = {"config": {"size": 128, "ct_size": 64, "rate": 0.3, "noise_sigma": 5.0,
+                      "lam_multiplier": 1.0},
+           "tasks": {"fourier": {"labels": {"drs_policy": "DRS", "mfista": "MFISTA"}, "images": 2,
+                                 "targets": {"gap 1e-03": {
+                                     "learned_speedup": [2.0, 0.5],
+                                     "per_image": [
+                                         {"methods": methods_of((10, 0.1), (30, 0.25), (25, 0.3))},  # by seconds
+                                         {"methods": methods_of((20, 0.4), (50, 0.5), (9, 0.2))},
+                                     ]}}}}}
+  path = tmp_path / "bench.json"
+  path.write_text(json.dumps(bench))
+  record_tta.record(str(path), str(tmp_path))
+  case = pretrained.read_manifest(str(tmp_path / "fourier"))["held_out"]["128px, rate 0.3, noise 5"]
+  entry = case["targets"]["gap 1e-03"]
+  assert entry["learned_iters"] == [10, 20] and entry["wall_speedup"] == [2.0, 0.5]
+  assert entry["best_classical"] == [{"method": "mfista", "iters": 30},
+                                     {"method": "sparsa", "iters": 9}]
+  assert pretrained.load(str(tmp_path / "fourier"))[1]["sha256"] == (
+      pretrained.manifest("fourier")["sha256"])
