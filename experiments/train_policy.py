@@ -12,6 +12,7 @@ and ``lam`` drawn from the ranges (``jsgp.training.policy``), and writes ``<out>
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -82,7 +83,7 @@ def starting_policy(task: str, source, net):
   return learned.variables, record["sha256"]
 
 
-def build_config(init_sha256: str = ""):
+def build_config():
   from jsgp import policy_nets  # pylint: disable=import-outside-toplevel
   from jsgp.problems import Task  # pylint: disable=import-outside-toplevel
   from jsgp.training.policy import PolicyTrainingConfig  # pylint: disable=import-outside-toplevel
@@ -94,16 +95,16 @@ def build_config(init_sha256: str = ""):
       task=task, net=net, policy_steps=FLAGS.policy_steps, num_steps=FLAGS.num_steps,
       batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
       reference_iters=FLAGS.reference_iters, rate_range=pair(FLAGS.rate_range),
-      noise_range=pair(FLAGS.noise_range), lam_range=pair(FLAGS.lam_range), mode=FLAGS.mode,
-      init_sha256=init_sha256)
+      noise_range=pair(FLAGS.noise_range), lam_range=pair(FLAGS.lam_range), mode=FLAGS.mode)
 
 
 def main(argv):
   del argv
   from jsgp import pretrained  # pylint: disable=import-outside-toplevel
   from jsgp.training.policy import train_policy  # pylint: disable=import-outside-toplevel
-  initial, init_sha256 = starting_policy(FLAGS.task, FLAGS.init_from, build_config().net)
-  config = build_config(init_sha256)
+  config = build_config()
+  initial, init_sha256 = starting_policy(FLAGS.task, FLAGS.init_from, config.net)
+  config = dataclasses.replace(config, init_sha256=init_sha256)
   images = training_images(FLAGS.task, FLAGS.data_dir, FLAGS.image_size, FLAGS.n_train)
   logging.info("training %s policy for %s on %d images of %dpx", FLAGS.arch, FLAGS.task,
                len(images), FLAGS.image_size)

@@ -11,10 +11,6 @@ from experiments.bench.accuracy import LEARNED
 from experiments.bench.timing import median
 
 
-def _speedup_cells(values) -> str:
-  return ", ".join("-" if v is None else f"{v:.2f}" for v in values)
-
-
 def _cell(value, spec):
   return "-" if value is None else format(value, spec)
 
@@ -55,14 +51,11 @@ def markdown(report) -> str:
                 for c, label in t["labels"].items()]
       lines.append("")
     for tg in targets:
-      speedups = t["targets"][tg].get("learned_speedup")
-      if speedups is not None:
-        lines.append(f"- learned speedup at {tg} (fastest jsgp classical seconds / learned "
-                     f"seconds, per image): {_speedup_cells(speedups)}")
-      for c, others in t["targets"][tg].get("policy_speedups", {}).items():
-        if c != LEARNED:
-          lines.append(f"- {t['labels'][c]} speedup at {tg} (the same ratio, per image): "
-                       f"{_speedup_cells(others)}")
+      for c, speedups in t["targets"][tg].get("policy_speedups", {}).items():
+        name = "learned" if c == LEARNED else t["labels"][c]
+        cells = ", ".join("-" if v is None else f"{v:.2f}" for v in speedups)
+        lines.append(f"- {name} speedup at {tg} (fastest jsgp classical seconds / learned "
+                     f"seconds, per image): {cells}")
     scico = t.get("scico")
     if scico and "error" not in scico:
       lines += ["", f"SCICO {scico['versions']['scico']} (jax {scico['versions']['jax']}, its own "
