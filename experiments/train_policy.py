@@ -3,7 +3,7 @@
   python -m experiments.train_policy --flagfile=experiments/configs/policy_inpainting.flags
 
 trains ``--arch`` on ``--n_train`` training images (BSDS500 train split at ``--data_dir``, the real
-CT slices' train split for ``ct``, or the embedded set), each with its own sampling rate, noise
+CT slices' train split for ``ct``, every image of a plain folder, or the embedded set), each with its own sampling rate, noise
 and ``lam`` drawn from the ranges (``jsgp.training.policy``), and writes ``<out>.msgpack`` /
 ``<out>.json`` (``jsgp.pretrained.save``; the manifest records every flag, the mode and budget
 ``jsgp.pretrained`` runs it with). The shipped policies in
@@ -23,8 +23,9 @@ flags.DEFINE_enum("task", "inpainting", ["inpainting", "fourier", "deblur", "ct"
 flags.DEFINE_enum("arch", "coefficient_mlp", ["subband_mlp", "subband_table", "coefficient_mlp",
                                               "coarse_unet", "unet"],
                   "Policy architecture (default: the shipped policies').")
-flags.DEFINE_string("data_dir", "embedded", "BSDS500 (or CT slices for ct) directory, or "
-                    "'embedded' for the scikit-image samples.")
+flags.DEFINE_string("data_dir", "embedded", "BSDS500 (its train split; CT slices for ct), a "
+                    "folder of your own images (all of them train), or 'embedded' for the "
+                    "scikit-image samples.")
 flags.DEFINE_integer("image_size", 64, "Training image side.")
 flags.DEFINE_integer("n_train", 64, "Training images (first of the train split).")
 flags.DEFINE_integer("num_steps", 400, "Optimiser steps.")
@@ -64,7 +65,20 @@ def training_images(task: str, data_dir: str, size: int, n: int):
     if data.is_embedded(data_dir):
       raise ValueError("ct trains on the real slices: pass --data_dir=<CT png16 folder>")
     return data.load_ct_slices(data_dir, size, min(n, N_CT_TRAIN))
-  return data.load_images(data_dir, "train", size, n)
+  if data.is_embedded(data_dir) or data.is_bsds500_layout(data_dir):
+    return data.load_images(data_dir, "train", size, n)
+  return data.load_image_folder(data_dir, size, n)  # a user's own images, all of them training
+
+
+def data_description(task: str, data_dir: str, n_images: int) -> str:
+  """What the manifest records as the training data."""
+  from jsgp import data  # pylint: disable=import-outside-toplevel
+  if data.is_embedded(data_dir):
+    return f"embedded train split, {n_images} images"
+  name = os.path.basename(os.path.normpath(data_dir))
+  if task == "ct" or data.is_bsds500_layout(data_dir):
+    return f"{name} train split, {n_images} images"
+  return f"{name} (every image of the folder, up to --n_train), {n_images} images"
 
 
 def starting_policy(task: str, source, net):
@@ -114,8 +128,7 @@ def main(argv):
   manifest = dict(
       task=FLAGS.task, policy_steps=FLAGS.policy_steps, mode=FLAGS.mode, training=config.to_dict(),
       flags={name: FLAGS[name].value for name in RECORDED_FLAGS},
-      data=("embedded" if FLAGS.data_dir in ("", "embedded") else os.path.basename(
-          os.path.normpath(FLAGS.data_dir))) + f" train split, {len(images)} images",
+      data=data_description(FLAGS.task, FLAGS.data_dir, len(images)),
       trained_size=FLAGS.image_size, size_multiple=1, min_size=16,
       final_loss=float(result.losses[-1]) if len(result.losses) else None,
       train_seconds=round(time.time() - start, 1))

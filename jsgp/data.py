@@ -271,6 +271,24 @@ def load_bsds500(data_dir, split: str, size: int = 256, n: Optional[int] = None,
   return load_gray_files(paths, size, dtype)
 
 
+def is_bsds500_layout(data_dir) -> bool:
+  """Whether ``data_dir`` has BSDS500's ``train/ val/ test/`` folders."""
+  return all(os.path.isdir(os.path.join(os.fspath(data_dir), f)) for f in BSDS_FOLDERS)
+
+
+def load_image_folder(folder, size: int, n: Optional[int] = None,
+                      dtype=np.float32) -> np.ndarray:
+  """The images directly in ``folder`` (sorted by name; at most the first ``n``) as
+  ``(N, size, size)`` grayscale on the 0-255 scale; errors name a missing or empty folder."""
+  dtype, size = check_dtype(dtype), check_size(size)
+  paths = list_images(require_dir(os.fspath(folder), "image"))
+  if not paths:
+    raise FileNotFoundError(f"no images ({'/'.join(IMAGE_EXTENSIONS)}) in {folder}")
+  if n is not None:
+    paths = take_first(paths, min(n, len(paths)), f"image folder {folder}")
+  return load_gray_files(paths, size, dtype)
+
+
 # ----------------------------------------------------------------------------- CT
 
 def ct_files(data_dir) -> List[str]:

@@ -122,6 +122,25 @@ def test_train_policy_init_from_loads_a_matching_policy_and_refuses_another_netw
     t.starting_policy("inpainting", ROOT, wide)
 
 
+def test_train_policy_reads_a_plain_folder_of_the_users_images(tmp_path):
+  """``--data_dir`` without BSDS500's ``train/ val/ test/``: every image of the folder (sorted,
+  up to ``--n_train``) is training data, resized to the canvas; an empty folder is a clear error."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from experiments import train_policy as t  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  for name, shape in (("b.png", (40, 50)), ("a.jpg", (30, 30)), ("c.png", (64, 48))):
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(tmp_path / name)
+  (tmp_path / "notes.txt").write_text("not an image")
+  images = t.training_images("inpainting", str(tmp_path), 16, 64)
+  assert images.shape == (3, 16, 16) and np.all(np.isfinite(images))
+  assert t.training_images("fourier", str(tmp_path), 16, 2).shape == (2, 16, 16)
+  assert "every image of the folder" in t.data_description("inpainting", str(tmp_path), 3)
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  with pytest.raises(FileNotFoundError, match="no images"):
+    t.training_images("inpainting", str(empty), 16, 8)
+
+
 def test_record_tta_writes_the_learned_methods_cases_into_a_manifest(tmp_path):
   """``experiments.record_tta``: the first ``--policy`` source's iterations, the fastest classical
   method per image and the speedups land under ``held_out[<case>]``; the weights are untouched."""
