@@ -136,7 +136,7 @@ def table(task: str, runs: List[Dict[str, Any]], names) -> List[str]:
       ratios = [s / r["methods"][LEARNED]["seconds"][g] for s, r in zip(secs, runs)
                 if s is not None and r["methods"][LEARNED]["seconds"][g]]
       if any(i is None for i in its):
-        cells.append(f"- | - | -")
+        cells.append("- | - | -")
         continue
       cells.append(f"{np.median(its):.0f} | {np.median(secs):.3f} | "
                    + (f"{np.median(ratios):.2f}" if len(ratios) == len(runs) else "-"))
@@ -188,7 +188,7 @@ def main(argv):
   start = time.time()
   os.makedirs(FLAGS.out_dir, exist_ok=True)
   images = load_images(None, "test", FLAGS.size, n=FLAGS.images)
-  lines = [f"# jsgp demo: pretrained policies vs classical methods (no training)", "",
+  lines = ["# jsgp demo: pretrained policies vs classical methods (no training)", "",
            f"jax {jax.__version__} on {jax.devices()[0].platform}; load average "
            f"{os.getloadavg()[0]:.1f} at the start.", ""]
   report, paths = {}, []

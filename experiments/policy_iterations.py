@@ -34,10 +34,7 @@ def methods(task: str):
   from jsgp.solvers import FISTA  # pylint: disable=import-outside-toplevel
   out = [("MFISTA", FISTA(max_backtracks=0, monotone=True))]
   for candidate in FLAGS.candidates:
-    source, *override = candidate.split(":")
-    kwargs = dict(zip(("mode", "max_policy_steps"), override))
-    if "max_policy_steps" in kwargs:
-      kwargs["max_policy_steps"] = int(kwargs["max_policy_steps"])
+    source, kwargs = pretrained.parse_spec(candidate)
     found = pretrained.solver_from(source, task, **kwargs)
     if found is not None:
       out.append(found)

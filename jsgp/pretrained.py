@@ -248,6 +248,31 @@ def find(source: str, task: str) -> Optional[str]:
   return prefix if os.path.exists(prefix + ".json") else None
 
 
+def parse_spec(spec: str) -> Tuple[str, Dict[str, Any]]:
+  """``"source[:mode[:budget]]"`` -> ``(source, DRS settings)``: a policy source (``find``) with,
+  optionally, the DRS mode and ``max_policy_steps`` to run it with instead of its manifest's
+  (e.g. ``"pretrained:relaxation"``, ``"out/policies:accelerated:30"``).
+
+  Raises:
+    ValueError: an unknown mode, a budget that is not a non-negative integer, or extra fields.
+  """
+  from jsgp.solvers.drs import MODES  # pylint: disable=import-outside-toplevel
+  source, *fields = spec.split(":")
+  if len(fields) > 2 or not source:
+    raise ValueError(f"a policy spec is 'source[:mode[:budget]]'; got {spec!r}")
+  kwargs: Dict[str, Any] = {}
+  if fields and fields[0]:
+    if fields[0] not in MODES:
+      raise ValueError(f"policy spec {spec!r}: mode must be one of {MODES}, got {fields[0]!r}")
+    kwargs["mode"] = fields[0]
+  if len(fields) == 2:
+    if not fields[1].isdigit():
+      raise ValueError(f"policy spec {spec!r}: the budget must be a non-negative integer, got "
+                       f"{fields[1]!r}")
+    kwargs["max_policy_steps"] = int(fields[1])
+  return source, kwargs
+
+
 def _drs(prefix: str, kwargs) -> Tuple[Any, Dict[str, Any]]:
   """``(DRS, manifest)``: the policy at ``prefix`` with the budget it was trained for, unless
   ``kwargs`` (passed to ``DRS``) set another."""

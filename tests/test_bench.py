@@ -72,13 +72,15 @@ def test_bench_main_tiny(tmp_path):
 def test_bench_accuracy_tiny(tmp_path):
   """--mode=accuracy on 32 px Fourier problems: structure and invariants, no timing claims."""
   out_dir = str(tmp_path / "tta")
-  mine = tmp_path / "mine"  # a second policy source (a copy of the shipped Fourier policy)
+  # A second policy source (a copy of the shipped Fourier policy), run with its manifest's own
+  # mode and budget spelled out (``source:mode:budget``).
+  mine = tmp_path / "mine"
   mine.mkdir()
   for ext in (".json", ".msgpack"):
     shutil.copy(os.path.join(ROOT, "jsgp", "pretrained_data", "fourier" + ext), mine)
   argv = ["--mode=accuracy", "--size=32", "--tasks=fourier", "--images=1", "--tta_iters=200",
           "--repeats=5", "--gaps=1e-2,1e-4", "--accuracy_methods=pgm,fista_b", "--peers",
-          f"--policy=pretrained,{mine}",
+          f"--policy=pretrained,{mine}:accelerated:10",
           "--scico_python=/nonexistent/python", f"--out_dir={out_dir}"]
   proc = subprocess.run([sys.executable, "-m", "experiments.bench", *argv], cwd=ROOT,
                         capture_output=True, text=True, timeout=600)

@@ -13,7 +13,7 @@ import pytest
 from jsgp import pretrained
 from jsgp.data import load_images
 from jsgp.problems import Task, simulate
-from jsgp.solvers import DRS, FISTA, solve
+from jsgp.solvers import FISTA, solve
 
 TASKS = ("inpainting", "fourier", "deblur", "ct")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,6 +68,22 @@ def test_a_copy_loads_to_the_same_policy(tmp_path):
   same = jax.tree_util.tree_map(lambda a, b: bool(jnp.all(a == b)), loaded.variables,
                                 shipped.variables)
   assert all(jax.tree_util.tree_leaves(same))
+
+
+def test_a_policy_spec_names_the_source_and_optionally_the_mode_and_budget():
+  assert pretrained.parse_spec("pretrained") == ("pretrained", {})
+  assert pretrained.parse_spec("pretrained:relaxation") == ("pretrained", {"mode": "relaxation"})
+  assert pretrained.parse_spec("out/p:accelerated:30") == (
+      "out/p", {"mode": "accelerated", "max_policy_steps": 30})
+  assert pretrained.parse_spec("out/p::0") == ("out/p", {"max_policy_steps": 0})
+  source, kwargs = pretrained.parse_spec("pretrained:relaxation:3")
+  _, method = pretrained.solver_from(source, "ct", **kwargs)
+  assert (method.mode, method.max_policy_steps) == ("relaxation", 3)
+  for spec, message in (("pretrained:fast", "mode must be one of"),
+                        ("pretrained:relaxation:-1", "non-negative integer"),
+                        ("pretrained:relaxation:3:x", "source\\[:mode"), (":relaxation", "source")):
+    with pytest.raises(ValueError, match=message):
+      pretrained.parse_spec(spec)
 
 
 def test_a_wavelet_the_network_was_not_trained_for_is_refused():

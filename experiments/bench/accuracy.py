@@ -91,8 +91,11 @@ def learned_solvers(cfg: BenchConfig, task_name: str):
   """``[(key, source, (label, DRS) or None)]`` for each ``--policy`` source (``learned_key``):
   the source's policy of ``task_name`` with the mode and budget it was trained for."""
   from jsgp import pretrained  # pylint: disable=import-outside-toplevel
-  return [(learned_key(i), source, pretrained.solver_from(source, task_name))
-          for i, source in enumerate(cfg.policy_sources)]
+  out = []
+  for i, spec in enumerate(cfg.policy_sources):
+    source, kwargs = pretrained.parse_spec(spec)
+    out.append((learned_key(i), spec, pretrained.solver_from(source, task_name, **kwargs)))
+  return out
 
 
 def contenders(cfg: BenchConfig, notes: List[str], task_name: str) -> Dict[str, peers.Contender]:

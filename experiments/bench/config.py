@@ -52,7 +52,9 @@ class BenchConfig:
   policy: str = option("", "Accuracy mode: also run DRS with learned policies, each with the mode "
                        "and budget its manifest records: comma-separated sources, each "
                        "'pretrained' (jsgp.pretrained, the shipped ones) or a folder of "
-                       "<task>.msgpack/<task>.json policy files (experiments.train_policy); the "
+                       "<task>.msgpack/<task>.json policy files (experiments.train_policy), "
+                       "optionally ':mode[:budget]' to run it another way (e.g. "
+                       "'pretrained:relaxation', the paper's mode); the "
                        "first is 'the learned method' whose speedup is summarised and recorded "
                        "(experiments.record_tta), the others run beside it; empty: none.")
   lam_multiplier: float = option(1.0, "lam = the task's paper value x this.")
@@ -127,7 +129,9 @@ class BenchConfig:
     kinds = ("classical", "learned") if self.checkpoint_dir else ("classical",)
     methods.check_names("accuracy_methods", self.accuracy_methods, [
         n for n, spec in methods.REGISTRY.items() if spec.kind in kinds])
-    for source in self.policy_sources:
+    from jsgp.pretrained import parse_spec  # pylint: disable=import-outside-toplevel
+    for spec in self.policy_sources:
+      source = parse_spec(spec)[0]
       if source != "pretrained" and not os.path.isdir(source):
         raise ValueError(f"--policy sources are 'pretrained' or folders of policy files; "
                          f"{source!r} is not a folder")
