@@ -33,6 +33,10 @@ def case_name(config: Dict[str, Any], task: str) -> str:
 
 
 def summarize(task_result: Dict[str, Any]) -> Dict[str, Any]:
+  """Per target: the learned method's iterations, the fastest jsgp classical method's (the one
+  the benchmark's ``learned_speedup`` divides by: not the other ``--policy`` sources, not the
+  peers) and the speedups."""
+  families = task_result.get("families", {})
   out = {}
   for target, entry in task_result["targets"].items():
     if entry.get("learned_speedup") is None:
@@ -41,8 +45,9 @@ def summarize(task_result: Dict[str, Any]) -> Dict[str, Any]:
     for image in entry["per_image"]:
       methods = image["methods"]
       learned.append(methods[LEARNED].get("iters"))
-      classical = {n: m for n, m in methods.items()
-                   if n != LEARNED and m.get("seconds") is not None}
+      classical = {n: m for n, m in methods.items()  # jsgp's classical methods, as the speedup
+                   if families.get(n, "jsgp") == "jsgp" and n != LEARNED
+                   and m.get("seconds") is not None}
       fastest = min(classical, key=lambda n: classical[n]["seconds"]) if classical else None
       best.append(None if fastest is None else {"method": fastest,
                                                 "iters": classical[fastest]["iters"]})

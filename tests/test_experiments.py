@@ -151,11 +151,16 @@ def test_record_tta_writes_the_learned_methods_cases_into_a_manifest(tmp_path):
     shutil.copy(os.path.join(ROOT, "jsgp", "pretrained_data", "fourier" + ext), tmp_path)
   methods_of = lambda learned, mfista, sparsa: {
       "drs_policy": {"iters": learned[0], "seconds": learned[1]},
+      "drs_policy_2": {"iters": 5, "seconds": 0.01},  # another --policy source: not classical
+      "jaxopt_fixed": {"iters": 6, "seconds": 0.02},  # a peer: not what the speedup divides by
       "mfista": {"iters": mfista[0], "seconds": mfista[1]},
       "sparsa": {"iters": sparsa[0], "seconds": sparsa[1]}}
   bench = {"config": {"size": 128, "ct_size": 64, "rate": 0.3, "noise_sigma": 5.0,
                       "lam_multiplier": 1.0},
            "tasks": {"fourier": {"labels": {"drs_policy": "DRS", "mfista": "MFISTA"}, "images": 2,
+                                 "families": {"drs_policy": "learned", "drs_policy_2": "learned",
+                                              "jaxopt_fixed": "peer", "mfista": "jsgp",
+                                              "sparsa": "jsgp"},
                                  "targets": {"gap 1e-03": {
                                      "learned_speedup": [2.0, 0.5],
                                      "per_image": [
