@@ -3,8 +3,9 @@
 ``--xla_force_host_platform_device_count`` must be set before jax starts, so the multi-device
 work runs in subprocesses (tests/_distributed_worker.py): one with 4 devices (training on 1 vs 4
 devices, a sharded solve, checkpoints, errors), then one with a single device that resumes the
-4-device checkpoint. Both run once per module; the tests check their results. A slow test
-(``-m slow``) runs two processes as one multi-host job.
+4-device checkpoint. Both run once per module; the tests check their results. They, and a test
+that runs two processes as one multi-host job, are slow checks (``-m slow``, ``make test-slow``);
+the default suite keeps the in-process mesh and argument checks.
 """
 import json
 import os
@@ -70,6 +71,7 @@ def _assert_same_training(arrays_a, a, arrays_b, b, from_step=0):
     np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # the 4-device worker set-up: ~50 s of the default suite's budget
 def test_training_on_four_devices_matches_one_device(runs):
   arrays, info = runs["multi"]
   assert info["device_count"] == 4 and info["mesh_sizes"] == [1, 4, 4]
@@ -79,6 +81,7 @@ def test_training_on_four_devices_matches_one_device(runs):
   assert info["state_all_replicated"] and info["state_replicated_on"] == [4]
 
 
+@pytest.mark.slow  # the 4-device worker set-up: ~50 s of the default suite's budget
 def test_sharded_batched_solve_matches_unsharded(runs):
   """One instance per device against the same four in one batch: the computation is the same up
   to the order of reductions, which DRS's discrete decisions (relaxation test, line search) may
@@ -96,6 +99,7 @@ def test_sharded_batched_solve_matches_unsharded(runs):
     np.testing.assert_allclose(sharded[k], plain[k], rtol=1e-4)
 
 
+@pytest.mark.slow  # the 4-device worker set-up: ~50 s of the default suite's budget
 def test_checkpoints_move_between_device_counts(runs):
   multi, info = runs["multi"]
   single, single_info = runs["single"]
@@ -110,6 +114,7 @@ def test_checkpoints_move_between_device_counts(runs):
   _assert_same_training(multi, "none", multi, "resume1to4", from_step=4)
 
 
+@pytest.mark.slow  # the 4-device worker set-up: ~50 s of the default suite's budget
 def test_batch_not_divisible_by_device_count_is_rejected(runs):
   _, info = runs["multi"]
   for key in ("err_check", "err_train", "err_step"):
