@@ -133,3 +133,23 @@ def test_bench_accuracy_tiny(tmp_path):
   assert "PASS" in text or "MISS" in text
   assert "NMSE (dB) after k iterations" in text
   assert "(mine, H=10) speedup at gap 1e-02" in text
+
+
+def test_reference_cache_is_used_also_when_the_reference_stopped_at_its_cap(tmp_path):
+  """A cached float64 reference is read back, converged or stopped at ``max_iter`` (its key holds
+  both settings, so a rerun would compute the same); another setting is another file."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from experiments.bench import reference  # pylint: disable=import-outside-toplevel
+  from jsgp.data import load_images  # pylint: disable=import-outside-toplevel
+  from jsgp.problems import Task, simulate  # pylint: disable=import-outside-toplevel
+  image = jax.numpy.asarray(load_images(None, "test", 16, n=1)[0])
+  problem = simulate(Task("inpainting", (16, 16)), image, jax.random.PRNGKey(0))
+  cache = str(tmp_path / "refs")
+  for tol, max_iter in ((1e-30, 100), (1e-6, 5000)):  # stops at the cap; converges
+    description = {"case": "tiny", "tol": tol, "max_iter": max_iter}
+    first = reference.reference(problem, description, cache, tol, max_iter)
+    assert not first.cached and (first.iterations >= max_iter) == (first.residual > tol)
+    again = reference.reference(problem, description, cache, tol, max_iter)
+    assert again.cached and again.F == first.F and np.array_equal(again.x, first.x)
+  assert len(os.listdir(cache)) == 2

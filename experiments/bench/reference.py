@@ -97,13 +97,17 @@ def cache_key(description: dict) -> str:
 def reference(problem, description: dict, cache_dir: Optional[str], tol: float,
               max_iter: int) -> Reference:
   """``x*``, ``F*`` of the float32 ``problem`` (solved in float64), from ``cache_dir`` when a file
-  of the same key is there, else computed and written atomically."""
+  of the same key is there (converged to ``tol``, or stopped at ``max_iter``), else computed and
+  written atomically."""
   key = cache_key(description)
   path = os.path.join(cache_dir, f"ref_{key}.npz") if cache_dir else None
   if path and os.path.exists(path):
     try:
       with np.load(path) as d:
-        if str(d["key"]) == key and float(d["residual"]) <= tol:
+        # The key holds tol and max_iter: a file that stopped at the cap is what a rerun would
+        # compute again (the solve is deterministic), so it is used as well.
+        if str(d["key"]) == key and (float(d["residual"]) <= tol
+                                     or int(d["iterations"]) >= max_iter):
           return Reference(np.asarray(d["x"]), float(d["F"]), float(d["residual"]),
                            int(d["iterations"]), 0.0, True)
     except Exception as err:  # pylint: disable=broad-except  (zip, OS errors)
