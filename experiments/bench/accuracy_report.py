@@ -89,7 +89,8 @@ def markdown(report) -> str:
       lines.append(f"- {'PASS' if row['met'] else 'MISS'} {row['target']}: {row['value']:.2f} "
                    f"(per image {', '.join(f'{v:.2f}' for v in row['per_image'])})")
   lines += ["", "Notes:", "",
-            "- its: first iteration k with (F_k - F*)/F* <= gap (F in float64 from a fresh "
+            "- its: first iteration k with the gap of its task's table (above; (F_k - F*) / F*, "
+            "or normalised by F_0 - F* for deblurring and CT) <= target (F in float64 from a fresh "
             "residual) or NMSE_k <= NMSE(x*) + dB, from an instrumented run; s: median over "
             f"{cfg['repeats']} interleaved rounds of a solve of exactly k iterations (one compiled "
             "call, compile excluded; SCICO: solver.solve(), a Python loop); x best: median over "
