@@ -60,25 +60,23 @@ N_CT_TRAIN = 15  # the first 15 of the 20 real slices; the last 5 are held out
 
 
 def training_images(task: str, data_dir: str, size: int, n: int):
-  from jsgp import data  # pylint: disable=import-outside-toplevel
-  if task == "ct":
-    if data.is_embedded(data_dir):
-      raise ValueError("ct trains on the real slices: pass --data_dir=<CT png16 folder>")
-    return data.load_ct_slices(data_dir, size, min(n, N_CT_TRAIN))
-  if data.is_embedded(data_dir) or data.is_bsds500_layout(data_dir):
-    return data.load_images(data_dir, "train", size, n)
-  return data.load_image_folder(data_dir, size, n)  # a user's own images, all of them training
-
-
-def data_description(task: str, data_dir: str, n_images: int) -> str:
-  """What the manifest records as the training data."""
+  """``(images, description)``: the training images (``(N, size, size)``) and what the manifest
+  records as the training data."""
   from jsgp import data  # pylint: disable=import-outside-toplevel
   if data.is_embedded(data_dir):
-    return f"embedded train split, {n_images} images"
+    if task == "ct":
+      raise ValueError("ct trains on the real slices: pass --data_dir=<CT png16 folder>")
+    images = data.load_images(data_dir, "train", size, n)
+    return images, f"embedded train split, {len(images)} images"
   name = os.path.basename(os.path.normpath(data_dir))
-  if task == "ct" or data.is_bsds500_layout(data_dir):
-    return f"{name} train split, {n_images} images"
-  return f"{name} (every image of the folder, up to --n_train), {n_images} images"
+  if task == "ct":
+    images = data.load_ct_slices(data_dir, size, min(n, N_CT_TRAIN))
+  elif data.is_bsds500_layout(data_dir):
+    images = data.load_images(data_dir, "train", size, n)
+  else:  # a user's own images, all of them training
+    images = data.load_image_folder(data_dir, size, n)
+    return images, f"{name} (every image of the folder, up to --n_train), {len(images)} images"
+  return images, f"{name} train split, {len(images)} images"
 
 
 def starting_policy(task: str, source, net):
@@ -119,7 +117,8 @@ def main(argv):
   config = build_config()
   initial, init_sha256 = starting_policy(FLAGS.task, FLAGS.init_from, config.net)
   config = dataclasses.replace(config, init_sha256=init_sha256)
-  images = training_images(FLAGS.task, FLAGS.data_dir, FLAGS.image_size, FLAGS.n_train)
+  images, described = training_images(FLAGS.task, FLAGS.data_dir, FLAGS.image_size,
+                                      FLAGS.n_train)
   logging.info("training %s policy for %s on %d images of %dpx", FLAGS.arch, FLAGS.task,
                len(images), FLAGS.image_size)
   start = time.time()
@@ -128,7 +127,7 @@ def main(argv):
   manifest = dict(
       task=FLAGS.task, policy_steps=FLAGS.policy_steps, mode=FLAGS.mode, training=config.to_dict(),
       flags={name: FLAGS[name].value for name in RECORDED_FLAGS},
-      data=data_description(FLAGS.task, FLAGS.data_dir, len(images)),
+      data=described,
       trained_size=FLAGS.image_size, size_multiple=1, min_size=16,
       final_loss=float(result.losses[-1]) if len(result.losses) else None,
       train_seconds=round(time.time() - start, 1))

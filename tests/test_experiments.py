@@ -131,10 +131,12 @@ def test_train_policy_reads_a_plain_folder_of_the_users_images(tmp_path):
   for name, shape in (("b.png", (40, 50)), ("a.jpg", (30, 30)), ("c.png", (64, 48))):
     Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(tmp_path / name)
   (tmp_path / "notes.txt").write_text("not an image")
-  images = t.training_images("inpainting", str(tmp_path), 16, 64)
+  images, described = t.training_images("inpainting", str(tmp_path), 16, 64)
   assert images.shape == (3, 16, 16) and np.all(np.isfinite(images))
-  assert t.training_images("fourier", str(tmp_path), 16, 2).shape == (2, 16, 16)
-  assert "every image of the folder" in t.data_description("inpainting", str(tmp_path), 3)
+  assert "every image of the folder" in described and described.endswith("3 images")
+  first_two, _ = t.training_images("fourier", str(tmp_path), 16, 2)
+  np.testing.assert_array_equal(first_two, images[:2])  # a.jpg, b.png: sorted by name
+  assert first_two[0].std() > 0 and not np.array_equal(first_two[0], first_two[1])
   empty = tmp_path / "empty"
   empty.mkdir()
   with pytest.raises(FileNotFoundError, match="no images"):

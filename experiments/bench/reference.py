@@ -104,8 +104,8 @@ def reference(problem, description: dict, cache_dir: Optional[str], tol: float,
   if path and os.path.exists(path):
     try:
       with np.load(path) as d:
-        # The key holds tol and max_iter: a file that stopped at the cap is what a rerun would
-        # compute again (the solve is deterministic), so it is used as well.
+        # A file that stopped at (or past) the cap is the iterate a rerun with this max_iter
+        # would reach again or pass (the solve is deterministic), so it is used as well.
         if str(d["key"]) == key and (float(d["residual"]) <= tol
                                      or int(d["iterations"]) >= max_iter):
           return Reference(np.asarray(d["x"]), float(d["F"]), float(d["residual"]),
