@@ -21,8 +21,12 @@ demo: $(STAMP)
 demo-train: $(STAMP)
 	$(PY) -m experiments.fourier --flagfile=experiments/configs/fourier_demo.flags
 
+# Two pytest workers (pytest-xdist), one test module each at a time: module fixtures are built
+# once, and one worker compiles while the other runs (XLA compiles on one thread).
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
