@@ -179,3 +179,22 @@ def test_record_tta_writes_the_learned_methods_cases_into_a_manifest(tmp_path):
                                      {"method": "sparsa", "iters": 9}]
   assert pretrained.load(str(tmp_path / "fourier"))[1]["sha256"] == (
       pretrained.manifest("fourier")["sha256"])
+
+
+def test_make_demo_runs_the_shipped_policies_and_writes_its_tables_and_figures(tmp_path):
+  """``make demo``'s module on a tiny configuration: every method's timed iterate reaches (in a
+  float64 check) the gap its instrumented run reached, and the report and figures are written."""
+  run = subprocess.run([sys.executable, "-m", "experiments.demo", "--size=64", "--images=1",
+                        "--tasks=fourier", "--cap=400", "--repeats=1",
+                        f"--out_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+  assert run.returncode == 0, run.stderr[-2000:]
+  (problem,) = json.loads((tmp_path / "demo.json").read_text())["fourier"]
+  assert set(problem["methods"]) == {"FISTA-b", "FISTA (1/L)", "MFISTA", "learned"}
+  for name, entry in problem["methods"].items():
+    assert entry["iters"]["1e-03"] is not None, name
+    assert entry["seconds"]["1e-03"] > 0, name
+    assert entry["verified_gap"]["1e-03"] < 1e-2, name  # the same iterate, rounded differently
+  for png in ("gap_fourier.png", "images_fourier.png"):
+    assert os.path.getsize(tmp_path / png) > 1000
+  assert "DRS + pretrained" in (tmp_path / "demo.md").read_text()

@@ -17,7 +17,10 @@ RESTARTS = (None, "gradient", "function")
 class FISTAState(NamedTuple):
   """FISTA's state. The last step is carried as differences (``x_k - x_{k-1}`` and the matching
   residual difference, each formed from two fresh values) rather than as ``x_{k-1}``: a loop
-  carry that only rotates buffers (``prev <- x``) costs XLA a full copy of each per iteration."""
+  carry that only rotates buffers (``prev <- x``) costs XLA a full copy of each per iteration.
+  Two copies remain (``x_k`` and its residual, which the differences read after the new values
+  are written); carrying ``x_k + (p - x_k)`` instead of ``p`` removes them but measured no faster
+  (BUILD_NOTES.md, issue 26), so the state keeps the exact prox point and fresh residual."""
 
   x: jax.Array               # x_k
   residual: jax.Array        # A x_k - y, computed from x_k (never accumulated)
