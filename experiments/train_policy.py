@@ -32,7 +32,11 @@ flags.DEFINE_integer("num_steps", 400, "Optimiser steps.")
 flags.DEFINE_integer("batch_size", 8, "Problems per step.")
 flags.DEFINE_integer("hidden", None, "Hidden width of the MLP architectures (default: the "
                      "architecture's own).")
-flags.DEFINE_integer("policy_steps", 10, "Policy iterations H (DRS max_policy_steps).")
+flags.DEFINE_integer("policy_steps", 10, "Policy iterations H the policy is trained through.")
+flags.DEFINE_integer("solver_budget", None, "Policy iterations jsgp.pretrained.solver runs the "
+                     "policy for (the manifest's policy_steps, DRS max_policy_steps); default "
+                     "--policy_steps. Set by measurement: a policy may keep helping past its "
+                     "training horizon.", lower_bound=1)
 flags.DEFINE_enum("mode", "accelerated", ["safeguarded", "accelerated"],
                   "The DRS mode the policy is trained through (and that jsgp.pretrained runs).")
 flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate.")
@@ -55,7 +59,7 @@ flags.mark_flag_as_required("out")
 RECORDED_FLAGS = ("task", "arch", "data_dir", "image_size", "n_train", "num_steps", "batch_size",
                   "hidden", "policy_steps", "mode", "learning_rate", "reference_iters",
                   "rate_range", "noise_range", "lam_range", "lam", "pattern", "n_views", "seed",
-                  "init_from")
+                  "init_from", "solver_budget")
 N_CT_TRAIN = 15  # the first 15 of the 20 real slices; the last 5 are held out
 
 
@@ -125,7 +129,8 @@ def main(argv):
   result = train_policy(config, images, checkpoint_dir=FLAGS.checkpoint_dir,
                         cache_dir=FLAGS.cache_dir, initial=initial)
   manifest = dict(
-      task=FLAGS.task, policy_steps=FLAGS.policy_steps, mode=FLAGS.mode, training=config.to_dict(),
+      task=FLAGS.task, policy_steps=FLAGS.solver_budget or FLAGS.policy_steps, mode=FLAGS.mode,
+      training=config.to_dict(),
       flags={name: FLAGS[name].value for name in RECORDED_FLAGS},
       data=described,
       trained_size=FLAGS.image_size, size_multiple=1, min_size=16,

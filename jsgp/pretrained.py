@@ -167,7 +167,8 @@ def manifest(task: str) -> Dict[str, Any]:
 
   Returns:
     The manifest dict (``read_manifest``): among others the network (``"net"``), the policy
-    budget it was trained for (``"policy_steps"``), the image sizes it accepts (``"min_size"``,
+    budget ``solver`` runs it for (``"policy_steps"``; the horizon it was trained through is
+    ``["training"]["policy_steps"]``), the image sizes it accepts (``"min_size"``,
     ``"size_multiple"``), the training configuration and data, the held-out time-to-accuracy
     (``"held_out"``) and the weights' ``"sha256"``.
 

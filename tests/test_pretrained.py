@@ -117,10 +117,12 @@ def test_shipped_policy_solves_are_monotone_and_converge(task):
 @pytest.mark.parametrize("task", TASKS)
 def test_the_flagfile_is_the_recipe_of_the_shipped_policy(task):
   """``experiments/configs/policy_<task>.flags`` (nested stage flagfiles included) resolves to the
-  training configuration the shipped manifest records, and writes the shipped file."""
+  training configuration the shipped manifest records and to the budget it runs with, and writes
+  the shipped file."""
   script = ("import json, sys; from experiments import train_policy as t; t.FLAGS(sys.argv); "
             "c = t.build_config().to_dict(); c.pop('init_sha256'); "
-            "print(json.dumps({'config': c, 'out': t.FLAGS.out, 'init': t.FLAGS.init_from}))")
+            "print(json.dumps({'config': c, 'out': t.FLAGS.out, 'init': t.FLAGS.init_from, "
+            "'budget': t.FLAGS.solver_budget or t.FLAGS.policy_steps}))")
   run = subprocess.run([sys.executable, "-c", script,
                         f"--flagfile=experiments/configs/policy_{task}.flags"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
@@ -131,3 +133,4 @@ def test_the_flagfile_is_the_recipe_of_the_shipped_policy(task):
   assert resolved["config"] == recorded
   assert resolved["out"] == f"jsgp/pretrained_data/{task}"
   assert bool(resolved["init"]) == bool(starts_from)  # a fine-tune names its starting weights
+  assert resolved["budget"] == pretrained.manifest(task)["policy_steps"]  # what solver() runs
