@@ -99,6 +99,12 @@ def starting_policy(task: str, source, net):
   return learned.variables, record["sha256"]
 
 
+def solver_budget() -> int:
+  """The budget written as the manifest's ``policy_steps`` (what ``jsgp.pretrained.solver`` runs):
+  ``--solver_budget``, else the training horizon ``--policy_steps``."""
+  return FLAGS.solver_budget or FLAGS.policy_steps
+
+
 def build_config():
   from jsgp import policy_nets  # pylint: disable=import-outside-toplevel
   from jsgp.problems import Task  # pylint: disable=import-outside-toplevel
@@ -129,8 +135,7 @@ def main(argv):
   result = train_policy(config, images, checkpoint_dir=FLAGS.checkpoint_dir,
                         cache_dir=FLAGS.cache_dir, initial=initial)
   manifest = dict(
-      task=FLAGS.task, policy_steps=FLAGS.solver_budget or FLAGS.policy_steps, mode=FLAGS.mode,
-      training=config.to_dict(),
+      task=FLAGS.task, policy_steps=solver_budget(), mode=FLAGS.mode, training=config.to_dict(),
       flags={name: FLAGS[name].value for name in RECORDED_FLAGS},
       data=described,
       trained_size=FLAGS.image_size, size_multiple=1, min_size=16,

@@ -122,7 +122,7 @@ def test_the_flagfile_is_the_recipe_of_the_shipped_policy(task):
   script = ("import json, sys; from experiments import train_policy as t; t.FLAGS(sys.argv); "
             "c = t.build_config().to_dict(); c.pop('init_sha256'); "
             "print(json.dumps({'config': c, 'out': t.FLAGS.out, 'init': t.FLAGS.init_from, "
-            "'budget': t.FLAGS.solver_budget or t.FLAGS.policy_steps}))")
+            "'budget': t.solver_budget()}))")
   run = subprocess.run([sys.executable, "-c", script,
                         f"--flagfile=experiments/configs/policy_{task}.flags"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
