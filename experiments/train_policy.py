@@ -28,6 +28,9 @@ flags.DEFINE_string("data_dir", "embedded", "BSDS500 (its train split; CT slices
                     "scikit-image samples.")
 flags.DEFINE_integer("image_size", 64, "Training image side.")
 flags.DEFINE_integer("n_train", 64, "Training images (first of the train split).")
+flags.DEFINE_integer("problems_per_image", 1, "Problems simulated per training image, each with "
+                     "its own draw of rate, mask, noise and lam (more data from the same "
+                     "images).", lower_bound=1)
 flags.DEFINE_integer("num_steps", 400, "Optimiser steps.")
 flags.DEFINE_integer("batch_size", 8, "Problems per step.")
 flags.DEFINE_integer("hidden", None, "Hidden width of the MLP architectures (default: the "
@@ -59,7 +62,7 @@ flags.mark_flag_as_required("out")
 RECORDED_FLAGS = ("task", "arch", "data_dir", "image_size", "n_train", "num_steps", "batch_size",
                   "hidden", "policy_steps", "mode", "learning_rate", "reference_iters",
                   "rate_range", "noise_range", "lam_range", "lam", "pattern", "n_views", "seed",
-                  "init_from", "solver_budget")
+                  "init_from", "solver_budget", "problems_per_image")
 N_CT_TRAIN = 15  # the first 15 of the 20 real slices; the last 5 are held out
 
 
@@ -81,6 +84,16 @@ def training_images(task: str, data_dir: str, size: int, n: int):
     images = data.load_image_folder(data_dir, size, n)
     return images, f"{name} (every image of the folder, up to --n_train), {len(images)} images"
   return images, f"{name} train split, {len(images)} images"
+
+
+def repeat_images(images, described: str, problems_per_image: int):
+  """``(images repeated problems_per_image times (N * k, H, W), description)``: each copy becomes
+  its own problem (``jsgp.training.policy`` draws settings, mask and noise per problem)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  if problems_per_image == 1:
+    return images, described
+  return (np.repeat(images, problems_per_image, axis=0),
+          f"{described}, {problems_per_image} problems each")
 
 
 def starting_policy(task: str, source, net):
@@ -129,6 +142,7 @@ def main(argv):
   config = dataclasses.replace(config, init_sha256=init_sha256)
   images, described = training_images(FLAGS.task, FLAGS.data_dir, FLAGS.image_size,
                                       FLAGS.n_train)
+  images, described = repeat_images(images, described, FLAGS.problems_per_image)
   logging.info("training %s policy for %s on %d images of %dpx", FLAGS.arch, FLAGS.task,
                len(images), FLAGS.image_size)
   start = time.time()

@@ -143,6 +143,27 @@ def test_train_policy_reads_a_plain_folder_of_the_users_images(tmp_path):
     t.training_images("inpainting", str(empty), 16, 8)
 
 
+def test_train_policy_problems_per_image_draws_a_new_problem_for_every_copy():
+  """``--problems_per_image=k``: each image appears k times in a row and every copy is its own
+  problem (its own rate, mask and data); the manifest's data line says so."""
+  from experiments import train_policy as t  # pylint: disable=import-outside-toplevel
+  from jsgp.problems import Task  # pylint: disable=import-outside-toplevel
+  from jsgp.training.policy import sample_settings  # pylint: disable=import-outside-toplevel
+  from jsgp.problems import simulate_batch  # pylint: disable=import-outside-toplevel
+  images = np.random.default_rng(0).uniform(0, 255, (2, 16, 16)).astype(np.float32)
+  same, described = t.repeat_images(images, "two images", 1)
+  assert same is images and described == "two images"
+  repeated, described = t.repeat_images(images, "two images", 3)
+  assert repeated.shape == (6, 16, 16) and described == "two images, 3 problems each"
+  np.testing.assert_array_equal(repeated[:3], np.broadcast_to(images[0], (3, 16, 16)))
+  task = Task("inpainting", image_shape=(16, 16))
+  numbers = sample_settings(task, len(repeated), 0, (0.3, 0.7), (0.0, 5.0), (0.5, 2.0))
+  assert len(set(np.round(numbers.rate[:3], 6))) == 3
+  problems = simulate_batch(task, jax.numpy.asarray(repeated), jax.random.PRNGKey(0), numbers)
+  data = np.asarray(problems.y)
+  assert not np.array_equal(data[0], data[1]) and not np.array_equal(data[1], data[2])
+
+
 def test_record_tta_writes_the_learned_methods_cases_into_a_manifest(tmp_path):
   """``experiments.record_tta``: the first ``--policy`` source's iterations, the fastest classical
   method per image and the speedups land under ``held_out[<case>]``; the weights are untouched."""
