@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any, Callable, Dict, Optional, Sequence
 
 from jsgp import policies
-from jsgp.solvers import DRS, FISTA, PGM, SGP, SpaRSA
+from jsgp.solvers import DRS, FISTA, PGM, SGP, DouglasRachford, SpaRSA
 
 KINDS = ("classical", "reference", "learned", "policy", "oracle", "direct")
 
@@ -82,6 +82,8 @@ REGISTRY: Dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("sgp_bb1", "SGP-BB1", "gold", "classical",
                make=lambda: SGP(policies.BarzilaiBorwein("bb1"))),
     MethodSpec("sparsa", "SpaRSA (non-monotone BB)", "teal", "classical", make=SpaRSA),
+    MethodSpec("douglas_rachford", "Douglas-Rachford", "darkorange", "classical",
+               make=DouglasRachford),
     MethodSpec("step_learned", "Step-learned DRS (safeguarded)", "tab:green", "learned", "step",
                "greedy"),
     MethodSpec("diag_learned", "Diag-learned DRS (safeguarded)", "tab:red", "learned", "diag",
@@ -102,7 +104,9 @@ BENCH_METHODS = ("pgm", "fista", "fista_b", "mfista", "sgp_bb", "step_learned", 
 SPEED_METHODS = BENCH_METHODS + ("fista_restart", "sgp_bb1", "sparsa")
 """The speed benchmark's default methods, and every method it can time."""
 ACCURACY_METHODS = ("pgm", "fista_b", "fista", "fista_restart", "mfista", "sgp_bb", "sgp_bb1",
-                    "sparsa")
+                    "sparsa", "douglas_rachford")
+NEEDS_NORMAL_SOLVE = ("douglas_rachford",)
+"""Methods that need ``(I + t A^T A)^{-1}`` (``L1Problem.normal_solve``): not on CT."""
 STUDY_METHODS = ("fista_b", "sgp_bb", "step_learned", "diag_learned", "step_unrolled",
                  "diag_unrolled", "step_oracle", "diag_oracle")
 

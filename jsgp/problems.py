@@ -86,6 +86,21 @@ class L1Problem:
     """``prox_{step g}(x - step * grad)``."""
     return self.prox(x - step * grad, step)
 
+  def normal_solve(self, v: jax.Array, t) -> jax.Array:
+    """``(I + t A^T A)^{-1} v`` for a canvas ``v`` ``(Hc, Wc)`` and a scalar ``t > 0``.
+
+    With a Parseval synthesis (``W^T W = I`` on images; the wavelet canvas and ``Identity``) and
+    ``Q = M^T M``: ``(I + t W Q W^T)^{-1} = I - W W^T + W (I + t Q)^{-1} W^T``, so one synthesis,
+    the measurement's own ``normal_solve`` and one analysis. A measurement without one (CT's
+    projector) is a ``ValueError``.
+    """
+    solve = getattr(self.measurement, "normal_solve", None)
+    if solve is None:
+      raise ValueError(f"{type(self.measurement).__name__} has no normal_solve: (I + t A^T A)^-1 "
+                       "is not cheap for this measurement (DouglasRachford needs it; use FISTA)")
+    image = self.synthesis.apply(v)
+    return v - self.synthesis.adjoint(image - solve(image, t))
+
   def image(self, x: jax.Array) -> jax.Array:
     """``W^T x``: the image ``(H, W)`` of a coefficient canvas."""
     return self.synthesis.apply(x)

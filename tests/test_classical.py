@@ -12,7 +12,7 @@ from skimage import transform
 from jsgp import policies
 from jsgp.policies import BarzilaiBorwein, ConstantPolicy, Scaled
 from jsgp.problems import Task, simulate, to_float64
-from jsgp.solvers import DRS, FISTA, PGM, SGP, SpaRSA, solve
+from jsgp.solvers import DRS, FISTA, PGM, SGP, DouglasRachford, SpaRSA, solve
 
 from helpers import four_problems, problem_for, reference, restarted_apg
 
@@ -25,8 +25,9 @@ FLOAT32_METHODS = {
     "sparsa": SpaRSA(),
     "pgm": PGM(),
     "drs": DRS(ConstantPolicy(2.0)),
+    "douglas_rachford": DouglasRachford(),
 }
-FISTA_METHODS = ("fista_b", "fista_restart", "mfista")
+FISTA_METHODS = ("fista_b", "fista_restart", "mfista", "douglas_rachford")  # gap checked too
 
 
 @functools.lru_cache(maxsize=None)

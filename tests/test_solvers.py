@@ -6,7 +6,7 @@ import pytest
 
 from jsgp.policies import BarzilaiBorwein, ConstantPolicy
 from jsgp.problems import make_problem
-from jsgp.solvers import DRS, FISTA, PGM, SGP, SpaRSA, run, solve
+from jsgp.solvers import DRS, FISTA, PGM, SGP, DouglasRachford, SpaRSA, run, solve
 from jsgp.solvers.linesearch import backtrack
 
 from helpers import SHAPE, TEST_LAM, camera_image, four_problems, problem_for, reference
@@ -21,6 +21,7 @@ METHODS = {
     "sgp_bb1": (SGP(BarzilaiBorwein("bb1")), 3000),
     "sgp_constant": (SGP(ConstantPolicy()), 3000),
     "sparsa": (SpaRSA(), 3000),
+    "douglas_rachford": (DouglasRachford(), 3000),
     "drs": (DRS(ConstantPolicy(3.0)), 3000),
     "drs_relaxation": (DRS(ConstantPolicy(3.0), mode="relaxation"), 3000),
 }

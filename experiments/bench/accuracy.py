@@ -101,8 +101,12 @@ def learned_solvers(cfg: BenchConfig, task_name: str):
 def contenders(cfg: BenchConfig, notes: List[str], task_name: str) -> Dict[str, peers.Contender]:
   from experiments.bench.measure import make_method  # pylint: disable=import-outside-toplevel
   canvas = task_of(task_name, cfg).synthesis.in_shape
+  usable = [m for m in cfg.accuracy_methods
+            if not (task_name == "ct" and m in registry.NEEDS_NORMAL_SOLVE)]
+  for m in sorted(set(cfg.accuracy_methods) - set(usable)):
+    notes.append(f"{m} skipped on {task_name}: its measurement has no cheap (I + t A^T A)^-1")
   out = {m: driver_contender(m, registry.label(m), "jsgp", make_method(m, canvas, cfg))
-         for m in cfg.accuracy_methods}
+         for m in usable}
   for key, source, learned in learned_solvers(cfg, task_name):
     if learned is None:
       notes.append(f"no {task_name} policy in --policy source {source!r}")

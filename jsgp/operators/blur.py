@@ -29,6 +29,12 @@ class GaussianBlur(SameShapeOperator):
   def adjoint(self, y):
     return self.apply(y)
 
+  def normal_solve(self, x, t):
+    """``(I + t H^T H)^{-1} x`` for an image ``x`` ``(H, W)`` and a scalar ``t > 0``: diagonal in
+    the DFT (one FFT pair)."""
+    inverse = 1.0 / (1.0 + t * self.transfer ** 2)
+    return jnp.real(jnp.fft.ifft2(inverse * jnp.fft.fft2(x))).astype(self.transfer.dtype)
+
 
 def gaussian_blur(shape: Tuple[int, int], sigma, dtype=jnp.float32) -> GaussianBlur:
   """Gaussian blur with standard deviation ``sigma`` > 0 pixels (the paper uses 2)."""

@@ -31,6 +31,14 @@ class PartialFourier(SameShapeOperator):
   def measured_entries(self):
     return self.pattern
 
+  def normal_solve(self, x, t):
+    """``(I + t M^T M)^{-1} x`` for a real image ``x`` ``(H, W)`` and a scalar ``t > 0``. On real
+    images ``M^T M = F^{-1} D F`` with ``D(k) = (P(k) + P(-k)) / 2`` (the real part of the
+    adjoint pairs each frequency with its mirror), so the solve is one FFT pair."""
+    mirrored = jnp.roll(jnp.flip(self.pattern, (-2, -1)), 1, (-2, -1))  # P(-k mod N)
+    inverse = 1.0 / (1.0 + 0.5 * t * (self.pattern + mirrored))
+    return jnp.real(jnp.fft.ifft2(inverse * jnp.fft.fft2(x))).astype(self.pattern.dtype)
+
 
 def variable_density_pattern(key: jax.Array, shape: Tuple[int, int], rate: float,
                              dtype=jnp.float32, decay: float = 2.0,

@@ -27,6 +27,10 @@ class PixelMask(SameShapeOperator):
   def adjoint(self, y):
     return self.mask * y
 
+  def normal_solve(self, x, t):
+    """``(I + t M^T M)^{-1} x`` for an image ``x`` ``(H, W)`` and a scalar ``t > 0``."""
+    return x / (1.0 + t * self.mask)
+
   def measured_entries(self):
     return self.mask
 

@@ -1,0 +1,76 @@
+"""Douglas-Rachford: the cheap ``(I + t A^T A)^{-1}`` it rests on, checked against a dense float64
+solve, and its limits (CT, bad settings). Convergence to the float64 reference and the float32
+true objective are in ``test_solvers`` / ``test_classical`` with the other methods."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jsgp.problems import Task, simulate
+from jsgp.solvers import DouglasRachford, solve
+
+from helpers import camera_image
+
+SHAPE = (16, 16)
+
+
+def dense(fn, shape):
+  """The matrix of a linear map on real arrays of ``shape`` (float64), column by column."""
+  size = int(np.prod(shape))
+  basis = jnp.eye(size, dtype=jnp.float64).reshape((size,) + tuple(shape))
+  return np.asarray(jax.vmap(fn)(basis)).reshape(size, -1).T
+
+
+@pytest.mark.parametrize("task", ["inpainting", "fourier", "deblur"])
+def test_normal_solve_inverts_i_plus_t_ata_in_float64(task):
+  """``problem.normal_solve(v, t) = (I + t A^T A)^{-1} v`` on the wavelet canvas (a Parseval
+  frame) for each measurement that has one, against the dense matrix; and the measurement's own
+  solve against ``(I + t M^T M)`` on images (Fourier: an unsymmetric random pattern)."""
+  problem = simulate(Task(task, SHAPE, rate=0.4, lam=1.0), camera_image(SHAPE),
+                     jax.random.PRNGKey(3))
+  t = 7.5
+  m = problem.measurement
+  normal = dense(lambda v: m.adjoint(m.apply(v)), SHAPE)
+  solved = dense(lambda v: m.normal_solve(v, t), SHAPE)
+  np.testing.assert_allclose(solved @ (np.eye(len(normal)) + t * normal), np.eye(len(normal)),
+                             atol=1e-10)
+  canvas = problem.op.in_shape
+  gram = dense(lambda v: problem.op.adjoint(problem.op.apply(v)), canvas)
+  inverse = dense(lambda v: problem.normal_solve(v, t), canvas)
+  np.testing.assert_allclose(inverse @ (np.eye(len(gram)) + t * gram), np.eye(len(gram)),
+                             atol=1e-9)
+
+
+def test_ct_has_no_normal_solve_and_says_so():
+  problem = simulate(Task("ct", (16, 16), n_views=8), camera_image(SHAPE), jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="no normal_solve"):
+    solve(DouglasRachford(), problem, max_iter=3)
+
+
+def test_settings_are_checked_and_gamma_is_the_parameter_used():
+  for bad in (dict(gamma=0.0), dict(gamma=-1.0), dict(gamma_scale=0.0), dict(gamma_max=-1.0),
+              dict(gamma=float("nan"))):
+    with pytest.raises(ValueError):
+      DouglasRachford(**bad)
+  problem = simulate(Task("inpainting", SHAPE, rate=0.5, lam=1.0), camera_image(SHAPE),
+                     jax.random.PRNGKey(1))
+  result = solve(DouglasRachford(gamma=3.0), problem, max_iter=5, tol=-1)
+  np.testing.assert_allclose(np.asarray(result.history.stepsize[1:6]), 3.0)
+  peak = float(jnp.max(jnp.abs(problem.initial_image())))
+  scaled = solve(DouglasRachford(gamma_scale=0.1), problem, max_iter=1, tol=-1)
+  expected = 0.1 * peak / float(problem.lam) / float(problem.lipschitz)
+  np.testing.assert_allclose(float(scaled.history.stepsize[1]), expected, rtol=1e-6)
+  capped = solve(DouglasRachford(gamma_scale=0.1, gamma_max=2.0), problem, max_iter=1, tol=-1)
+  assert expected * float(problem.lipschitz) > 2.0  # the cap applies
+  np.testing.assert_allclose(float(capped.history.stepsize[1]), 2.0 / float(problem.lipschitz),
+                             rtol=1e-6)
+
+
+def test_the_rule_is_invariant_to_the_scale_of_the_data():
+  """Scaling ``y`` and ``lam`` by ``s`` scales every iterate by ``s`` under the default rule."""
+  problem = simulate(Task("fourier", SHAPE, rate=0.5, lam=1.0), camera_image(SHAPE),
+                     jax.random.PRNGKey(2))
+  scaled = problem.replace(y=10.0 * problem.y, lam=10.0 * problem.lam)
+  a = solve(DouglasRachford(), problem, max_iter=30, tol=-1)
+  b = solve(DouglasRachford(), scaled, max_iter=30, tol=-1)
+  np.testing.assert_allclose(np.asarray(b.x), 10.0 * np.asarray(a.x), rtol=1e-8, atol=1e-8)
