@@ -5,8 +5,9 @@ training, a few minutes on a 2-core CPU.
 
 For each task (partial Fourier with the uniform pattern) and embedded test image (scikit-image
 samples that no shipped policy trained on), every method solves the same problem:
-FISTA-b, FISTA with the constant step 1/L (the fastest classical method of the benchmark),
-monotone FISTA (DRS's hand-off method) and DRS with the task's pretrained policy
+FISTA-b, FISTA with the constant step 1/L, monotone FISTA (DRS's hand-off method),
+Douglas-Rachford (the fastest classical method measured on these two tasks) and DRS with the
+task's pretrained policy
 (``jsgp.pretrained.solver``). Printed: iterations and wall seconds to relative gaps
 ``(F_k - F*) / F*`` of 1e-3 and 1e-5 (``F*`` from a float64 FISTA-with-restart run to a
 fixed-point residual of 1e-10), the ratio to the learned method's seconds, and NMSE at k = 5, 10,
@@ -43,10 +44,10 @@ LEARNED = "learned"
 
 def methods_for(task: str) -> Dict[str, Any]:
   from jsgp import pretrained  # pylint: disable=import-outside-toplevel
-  from jsgp.solvers import FISTA  # pylint: disable=import-outside-toplevel
+  from jsgp.solvers import FISTA, DouglasRachford  # pylint: disable=import-outside-toplevel
   return {"FISTA-b": FISTA(lipschitz0_factor=0.1), "FISTA (1/L)": FISTA(max_backtracks=0),
           "MFISTA": FISTA(max_backtracks=0, monotone=True),
-          LEARNED: pretrained.solver(task)}
+          "Douglas-Rachford": DouglasRachford(), LEARNED: pretrained.solver(task)}
 
 
 def label(name: str, task: str) -> str:

@@ -213,7 +213,8 @@ def test_make_demo_runs_the_shipped_policies_and_writes_its_tables_and_figures(t
                        timeout=600)
   assert run.returncode == 0, run.stderr[-2000:]
   (problem,) = json.loads((tmp_path / "demo.json").read_text())["fourier"]
-  assert set(problem["methods"]) == {"FISTA-b", "FISTA (1/L)", "MFISTA", "learned"}
+  assert set(problem["methods"]) == {"FISTA-b", "FISTA (1/L)", "MFISTA", "Douglas-Rachford",
+                                     "learned"}
   for name, entry in problem["methods"].items():
     assert entry["iters"]["1e-03"] is not None, name
     assert entry["seconds"]["1e-03"] > 0, name
