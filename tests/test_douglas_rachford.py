@@ -49,6 +49,7 @@ def test_ct_has_no_normal_solve_and_says_so():
 
 def test_settings_are_checked_and_gamma_is_the_parameter_used():
   for bad in (dict(gamma=0.0), dict(gamma=-1.0), dict(gamma_scale=0.0), dict(gamma_max=-1.0),
+              dict(relaxation=0.0), dict(relaxation=2.0),
               dict(gamma=float("nan"))):
     with pytest.raises(ValueError):
       DouglasRachford(**bad)
