@@ -1,4 +1,5 @@
-"""Iterations to a relative objective gap on held-out images: policy files against monotone FISTA.
+"""Iterations to a relative objective gap on held-out images: policy files against classical
+methods (``--classical``, default monotone FISTA).
 
   python -m experiments.policy_iterations --tasks=inpainting,fourier --rates=0.5 \
     --candidates=pretrained,out/cand/cmlp_accelerated --data_dir=../shared/data/bsds500
@@ -21,6 +22,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("tasks", ["inpainting", "fourier"], "Tasks.")
 flags.DEFINE_list("rates", ["0.5"], "Sampling rates (inpainting, fourier).")
 flags.DEFINE_list("candidates", ["pretrained"], "Policy sources: folder or folder:mode:budget.")
+flags.DEFINE_list("classical", ["mfista"], "Classical methods (experiments.methods registry names) "
+                  "run beside the candidates; those that need (I + t A^T A)^-1 skip CT.")
 flags.DEFINE_list("gaps", ["1e-3", "1e-5"], "Relative gap targets.")
 flags.DEFINE_integer("size", 128, "Image side.")
 flags.DEFINE_integer("images", 3, "Held-out images per case.")
@@ -30,9 +33,13 @@ flags.DEFINE_string("ct_dir", "../shared/data/ct/covid19_ny_sbu/png16", "CT slic
 flags.DEFINE_string("cache_dir", "out/cache/references", "Reference cache.")
 
 def methods(task: str):
+  from experiments import methods as registry  # pylint: disable=import-outside-toplevel
   from jsgp import pretrained  # pylint: disable=import-outside-toplevel
-  from jsgp.solvers import FISTA  # pylint: disable=import-outside-toplevel
-  out = [("MFISTA", FISTA(max_backtracks=0, monotone=True))]
+  registry.check_names("classical", FLAGS.classical, registry.ACCURACY_METHODS)
+  names = [m for m in FLAGS.classical
+           if not (task == "ct" and m in registry.NEEDS_NORMAL_SOLVE)]
+  out = [("MFISTA" if m == "mfista" else registry.label(m), registry.REGISTRY[m].solver())
+         for m in names]
   for candidate in FLAGS.candidates:
     source, kwargs = pretrained.parse_spec(candidate)
     found = pretrained.solver_from(source, task, **kwargs)

@@ -82,11 +82,12 @@ def test_policy_iterations_prints_a_row_per_method(tmp_path):
   out = subprocess.run(
       [sys.executable, "-m", "experiments.policy_iterations", "--tasks=inpainting",
        "--size=32", "--images=1", "--max_iter=1500", "--data_dir=embedded",
-       f"--cache_dir={tmp_path}", "--candidates=pretrained,pretrained:safeguarded:3"],
+       f"--cache_dir={tmp_path}", "--candidates=pretrained,pretrained:safeguarded:3",
+       "--classical=mfista,douglas_rachford"],
       cwd=ROOT, capture_output=True, text=True, timeout=600, check=True).stdout
   rows = [line for line in out.splitlines() if line.startswith("  ")]
-  assert [row.split()[0] for row in rows] == ["MFISTA", "DRS", "DRS"]
-  assert "accelerated" in rows[1] and "safeguarded" in rows[2] and "H=3" in rows[2]
+  assert [row.split()[0] for row in rows] == ["MFISTA", "Douglas-Rachford", "DRS", "DRS"]
+  assert "accelerated" in rows[2] and "safeguarded" in rows[3] and "H=3" in rows[3]
   assert all(row.split()[-1].split("/")[0].isdigit() for row in rows)  # 1e-3 reached in 1500
 
 
