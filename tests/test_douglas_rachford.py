@@ -9,7 +9,7 @@ import pytest
 from jsgp.problems import Task, simulate
 from jsgp.solvers import DouglasRachford, solve
 
-from helpers import camera_image
+from helpers import camera_image, four_problems
 
 SHAPE = (16, 16)
 
@@ -75,3 +75,17 @@ def test_the_rule_is_invariant_to_the_scale_of_the_data():
   a = solve(DouglasRachford(), problem, max_iter=30, tol=-1)
   b = solve(DouglasRachford(), scaled, max_iter=30, tol=-1)
   np.testing.assert_allclose(np.asarray(b.x), 10.0 * np.asarray(a.x), rtol=1e-8, atol=1e-8)
+
+
+def test_a_vmapped_batch_matches_single_runs_each_with_its_own_t():
+  """A batch of problems with different images, masks and lam: each instance gets its own default
+  ``t`` and stopping point, as if solved alone."""
+  problems = four_problems()
+  batched = solve(DouglasRachford(), problems, max_iter=300, tol=1e-7)
+  steps = np.asarray(batched.history.stepsize[:, 1])
+  assert len(set(np.round(steps, 8).tolist())) > 1, steps
+  for i in range(4):
+    single = solve(DouglasRachford(), jax.tree_util.tree_map(lambda a: a[i], problems),
+                   max_iter=300, tol=1e-7)
+    assert int(single.num_iter) == int(batched.num_iter[i])
+    np.testing.assert_allclose(batched.x[i], single.x, rtol=1e-10, atol=1e-8)
