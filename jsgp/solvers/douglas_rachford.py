@@ -55,7 +55,9 @@ class DouglasRachford:
   ``normal_solve`` (pixel mask, partial Fourier, circular blur; not CT) and a Parseval synthesis.
   Cost per iteration: the synthesis twice and the analysis once (``prox_{t f}`` and the fresh
   residual of ``x_{k+1}``) plus the measurement's solve (elementwise, or one FFT pair): about 1.5
-  FISTA iterations' work, for several times fewer iterations on these problems (BUILD_NOTES.md).
+  FISTA iterations' work, for several times fewer iterations to moderate accuracy on these problems.
+  Its tail depends on ``t``: with the default it can be slower than FISTA to a 1e-5 gap, and it
+  was measured to stall before 1e-5 on one problem (BUILD_NOTES.md, "Douglas-Rachford").
   """
 
   gamma: Optional[float] = struct.field(pytree_node=False, default=None)
