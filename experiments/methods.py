@@ -3,7 +3,7 @@ name -> label, colour, kind and how to build the solver."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from jsgp import policies
 from jsgp.solvers import DRS, FISTA, PGM, SGP, DouglasRachford, SpaRSA
@@ -106,9 +106,18 @@ SPEED_METHODS = BENCH_METHODS + ("fista_restart", "sgp_bb1", "sparsa")
 ACCURACY_METHODS = ("pgm", "fista_b", "fista", "fista_restart", "mfista", "sgp_bb", "sgp_bb1",
                     "sparsa", "douglas_rachford")
 NEEDS_NORMAL_SOLVE = ("douglas_rachford",)
-"""Methods that need ``(I + t A^T A)^{-1}`` (``L1Problem.normal_solve``): not on CT."""
+"""Methods that need ``(I + t A^T A)^{-1}`` (``L1Problem.normal_solve``)."""
+NO_NORMAL_SOLVE_TASKS = ("ct",)
+"""Tasks whose measurement has no ``normal_solve`` (CT's projector)."""
 STUDY_METHODS = ("fista_b", "sgp_bb", "step_learned", "diag_learned", "step_unrolled",
                  "diag_unrolled", "step_oracle", "diag_oracle")
+
+
+def runnable_on(task: str, names: Sequence[str]) -> Tuple[List[str], List[str]]:
+  """``(runnable, skipped)``: ``names`` split by whether ``task``'s operator has what each
+  method needs (``NEEDS_NORMAL_SOLVE`` methods skip ``NO_NORMAL_SOLVE_TASKS``)."""
+  skipped = [m for m in names if task in NO_NORMAL_SOLVE_TASKS and m in NEEDS_NORMAL_SOLVE]
+  return [m for m in names if m not in skipped], skipped
 
 
 def check_names(flag: str, names: Sequence[str], allowed: Sequence[str]) -> None:

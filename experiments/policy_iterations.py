@@ -36,8 +36,7 @@ def methods(task: str):
   from experiments import methods as registry  # pylint: disable=import-outside-toplevel
   from jsgp import pretrained  # pylint: disable=import-outside-toplevel
   registry.check_names("classical", FLAGS.classical, registry.ACCURACY_METHODS)
-  names = [m for m in FLAGS.classical
-           if not (task == "ct" and m in registry.NEEDS_NORMAL_SOLVE)]
+  names, _ = registry.runnable_on(task, FLAGS.classical)
   out = [("MFISTA" if m == "mfista" else registry.label(m), registry.REGISTRY[m].solver())
          for m in names]
   for candidate in FLAGS.candidates:

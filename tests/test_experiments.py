@@ -144,6 +144,14 @@ def test_train_policy_reads_a_plain_folder_of_the_users_images(tmp_path):
     t.training_images("inpainting", str(empty), 16, 8)
 
 
+def test_methods_needing_a_normal_solve_are_skipped_where_the_operator_has_none():
+  """``runnable_on``: Douglas-Rachford runs on every task but CT; the others everywhere."""
+  names = ["mfista", "douglas_rachford", "sparsa"]
+  assert methods.runnable_on("ct", names) == (["mfista", "sparsa"], ["douglas_rachford"])
+  for task in ("inpainting", "fourier", "deblur"):
+    assert methods.runnable_on(task, names) == (names, [])
+
+
 def test_train_policy_problems_per_image_draws_a_new_problem_for_every_copy():
   """``--problems_per_image=k``: each image appears k times in a row and every copy is its own
   problem (its own rate, mask and data); the manifest's data line says so."""

@@ -101,9 +101,8 @@ def learned_solvers(cfg: BenchConfig, task_name: str):
 def contenders(cfg: BenchConfig, notes: List[str], task_name: str) -> Dict[str, peers.Contender]:
   from experiments.bench.measure import make_method  # pylint: disable=import-outside-toplevel
   canvas = task_of(task_name, cfg).synthesis.in_shape
-  usable = [m for m in cfg.accuracy_methods
-            if not (task_name == "ct" and m in registry.NEEDS_NORMAL_SOLVE)]
-  for m in sorted(set(cfg.accuracy_methods) - set(usable)):
+  usable, skipped = registry.runnable_on(task_name, cfg.accuracy_methods)
+  for m in skipped:
     notes.append(f"{m} skipped on {task_name}: its measurement has no cheap (I + t A^T A)^-1")
   out = {m: driver_contender(m, registry.label(m), "jsgp", make_method(m, canvas, cfg))
          for m in usable}
