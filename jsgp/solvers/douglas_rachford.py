@@ -18,7 +18,7 @@ class DouglasRachfordState(NamedTuple):
   stepsize: jax.Array        # t, DR's parameter (constant)
   backtracks: jax.Array      # always 0
   z: jax.Array               # the governing sequence z_k (canvas); x_{k+1} = prox_{t g}(z_k)
-  back_projection: jax.Array  # t A^T y (constant)
+  offset: jax.Array          # (I + t A^T A)^{-1} t A^T y (constant; see ``measured_offset``)
   held: jax.Array            # bool: x did not change in the last step while z moved (see step)
 
 
@@ -34,18 +34,37 @@ def default_gamma(problem, scale: float, largest: float) -> jax.Array:
   return jnp.minimum(scale * peak / problem.lam, largest) / problem.lipschitz
 
 
+def measured_offset(problem, t) -> jax.Array:
+  """``c = (I + t A^T A)^{-1} t A^T y`` ``(Hc, Wc)``, to working precision.
+
+  DR's second step ``(I + t A^T A)^{-1}(w + t A^T y)`` is ``N w + c`` with ``N = (I + t A^T A)^{-1}``.
+  Formed as one solve, its argument is ~``t L`` times larger than its result (``t A^T y`` against
+  ``|x|``, ``t L`` = 100-300 by default), so float32 loses ~2.5 of its 7 digits there on every
+  iteration: DR then stalls at a relative objective gap of ~5e-5 (BUILD_NOTES.md, "Douglas-Rachford
+  in float32"). ``N t A^T y`` has the same cancellation once; one step of iterative refinement, on
+  the system's residual ``t A^T y - (I + t A^T A) c = -t A^T (A c - y) - c`` (both terms of the
+  size of ``c``), removes it. Cost: three ``N`` and two ``A`` / ``A^T`` pairs, once.
+  """
+  rhs = t * problem.op.adjoint(problem.y)
+  offset = problem.normal_solve(rhs, t)
+  correction = -t * problem.op.adjoint(problem.residual(offset)) - offset
+  return offset + problem.normal_solve(correction, t)
+
+
 @struct.dataclass
 class DouglasRachford:
   """Douglas-Rachford splitting of ``F = f + g`` (Lions and Mercier 1979), with parameter ``t``::
 
       x_{k+1} = prox_{t g}(z_k)                                    (soft threshold at t lam)
-      u_{k+1} = prox_{t f}(2 x_{k+1} - z_k) = (I + t A^T A)^{-1} (2 x_{k+1} - z_k + t A^T y)
+      u_{k+1} = prox_{t f}(2 x_{k+1} - z_k) = (I + t A^T A)^{-1} (2 x_{k+1} - z_k) + c
       z_{k+1} = z_k + rho (u_{k+1} - x_{k+1})
 
   ``rho = relaxation`` in (0, 2) (``1``: plain DR; over-relaxed, the Krasnosel'skii-Mann iteration
   of the averaged DR operator). ``z_k`` converges to a point whose prox is a minimiser and
   ``x_k -> x*`` for every ``t > 0`` and ``rho`` in (0, 2) (f and g convex, proper, closed;
   Lions-Mercier 1979, Eckstein-Bertsekas 1992, Svaiter 2011); the objective is not monotone.
+  ``c = (I + t A^T A)^{-1} t A^T y`` is computed once (``measured_offset``), so that no iteration
+  forms the ``t L``-times larger ``t A^T y``: float32 then follows the float64 iterates.
   ``relaxation = 1.5`` takes ~25-30 % fewer iterations than 1 on inpainting and partial Fourier
   (BUILD_NOTES.md).
   ``t``: ``gamma`` if given, else ``default_gamma(problem, gamma_scale, gamma_max)``. A step that
@@ -56,8 +75,8 @@ class DouglasRachford:
   Cost per iteration: the synthesis twice and the analysis once (``prox_{t f}`` and the fresh
   residual of ``x_{k+1}``) plus the measurement's solve (elementwise, or one FFT pair): about 1.5
   FISTA iterations' work, for several times fewer iterations to moderate accuracy on these problems.
-  Its tail depends on ``t``: with the default it can be slower than FISTA to a 1e-5 gap, and it
-  was measured to stall before 1e-5 on one problem (BUILD_NOTES.md, "Douglas-Rachford").
+  Its tail depends on ``t`` (BUILD_NOTES.md, "Douglas-Rachford"). (The stalls measured before
+  ``measured_offset`` were float32 cancellation, not the method.)
   """
 
   gamma: Optional[float] = struct.field(pytree_node=False, default=None)
@@ -82,14 +101,14 @@ class DouglasRachford:
     objective = problem.f_from_residual(residual) + problem.g(x0)
     dtype = jnp.real(objective).dtype
     t = self.parameter(problem, dtype)
-    back_projection = t * problem.op.adjoint(problem.y)
+    offset = measured_offset(problem, t.astype(x0.dtype))
     return DouglasRachfordState(x0, residual, objective, t, jnp.int32(0), x0,
-                                back_projection.astype(x0.dtype), jnp.bool_(False))
+                                offset.astype(x0.dtype), jnp.bool_(False))
 
   def step(self, problem, state: DouglasRachfordState) -> DouglasRachfordState:
     t = state.stepsize
     x = problem.prox(state.z, t.astype(state.z.dtype))
-    u = problem.normal_solve(2.0 * x - state.z + state.back_projection, t)
+    u = problem.normal_solve(2.0 * x - state.z, t) + state.offset
     residual = problem.residual(x)
     objective = problem.f_from_residual(residual) + problem.g(x)
     # x can stay put while z moves (from z_0 = 0 the first x is 0 again): such a step is
