@@ -94,12 +94,17 @@ class L1Problem:
     the measurement's own ``normal_solve`` and one analysis. A measurement without one (CT's
     projector) is a ``ValueError``.
     """
+    return self.normal_solve_imaged(v, self.synthesis.apply(v), t)[0]
+
+  def normal_solve_imaged(self, v: jax.Array, v_image: jax.Array, t) -> Tuple[jax.Array, jax.Array]:
+    """``normal_solve`` given ``v_image = W^T v`` ``(H, W)``: ``((I + t A^T A)^{-1} v, its image)``
+    (the image is ``(I + t Q)^{-1} v_image``); one analysis and the measurement's solve."""
     solve = getattr(self.measurement, "normal_solve", None)
     if solve is None:
       raise ValueError(f"{type(self.measurement).__name__} has no normal_solve: (I + t A^T A)^-1 "
                        "is not cheap for this measurement (DouglasRachford needs it; use FISTA)")
-    image = self.synthesis.apply(v)
-    return v - self.synthesis.adjoint(image - solve(image, t))
+    solved = solve(v_image, t)
+    return v - self.synthesis.adjoint(v_image - solved), solved
 
   def image(self, x: jax.Array) -> jax.Array:
     """``W^T x``: the image ``(H, W)`` of a coefficient canvas."""

@@ -40,6 +40,10 @@ def test_normal_solve_inverts_i_plus_t_ata_in_float64(task):
   inverse = dense(lambda v: problem.normal_solve(v, t), canvas)
   np.testing.assert_allclose(inverse @ (np.eye(len(gram)) + t * gram), np.eye(len(gram)),
                              atol=1e-9)
+  v = jax.random.normal(jax.random.PRNGKey(5), canvas, jnp.float64)
+  u, u_image = problem.normal_solve_imaged(v, problem.image(v), t)  # the image DR carries
+  np.testing.assert_allclose(u_image, problem.image(u), atol=1e-10)
+  np.testing.assert_allclose(u, problem.normal_solve(v, t), atol=1e-12)
 
 
 def test_ct_has_no_normal_solve_and_says_so():

@@ -27,7 +27,7 @@ from jsgp.problems import simulate, simulate_batch
 NOMINAL_OPS = {"pgm": "1 A + 1 At", "fista": "1 A + 1 At", "fista_b": "(1+bt) A + 1 At",
                "mfista": "1 A + 1 At", "fista_restart": "1 A + 1 At", "sgp_bb": "1 A + 1 At",
                "sgp_bb1": "1 A + 1 At", "sparsa": "(1+bt) A + 1 At",
-               "douglas_rachford": "1 A + 1 W^T + 1 W + (I + t M^T M)^-1",
+               "douglas_rachford": "1 A + 1 W + (I + t M^T M)^-1",
                "step_learned": "2 A + 2 At + net", "diag_learned": "2 A + 2 At + net"}
 # Methods whose recorded backtracks each cost one A (a fresh residual per trial); SGP's Armijo
 # trials are elementwise.

@@ -2,7 +2,10 @@
 images (the default rule for t is chosen here, and reported on held-out images elsewhere).
 
 python experiments/results/douglas_rachford/iterations/dr_sweep.py TASK RATES SCALES [LAM_MULT]
+SCALES: gamma_scale values (the rule's c), each run with gamma_max = 1e9; or, with RHOS=1.5,1.7
+in the environment, the default t and these relaxations.
 """
+import os
 import sys
 
 import jax
@@ -36,7 +39,11 @@ for rate in rates:
       return "/".join(str(first_reached(gap, g)) for g in (1e-3, 1e-5))
 
     row = [f"MFISTA {its(FISTA(max_backtracks=0, monotone=True), 3000)}"]
-    for c in scales:
-      t = float(default_gamma(problem, c, 1e9) * problem.lipschitz)
-      row.append(f"c={c} (tL={t:.3g}) {its(DouglasRachford(gamma_scale=c, gamma_max=1e9))}")
+    if os.environ.get("RHOS"):
+      for rho in [float(r) for r in os.environ["RHOS"].split(",")]:
+        row.append(f"rho={rho} {its(DouglasRachford(relaxation=rho))}")
+    else:
+      for c in scales:
+        t = float(default_gamma(problem, c, 1e9) * problem.lipschitz)
+        row.append(f"c={c} (tL={t:.3g}) {its(DouglasRachford(gamma_scale=c, gamma_max=1e9))}")
     print(name, rate, i, "  ".join(row), flush=True)
