@@ -68,6 +68,11 @@ def test_settings_are_checked_and_gamma_is_the_parameter_used():
   assert 0.3 < rate < 0.7
   expected = 0.1 * peak / (rate * float(problem.lam)) / float(problem.lipschitz)
   np.testing.assert_allclose(float(scaled.history.stepsize[1]), expected, rtol=1e-6)
+  assert float(scaled.state.relaxation) == pytest.approx(1.7)  # a mask samples: over-relaxed
+  blurred = simulate(Task("deblur", SHAPE, lam=1.0), camera_image(SHAPE), jax.random.PRNGKey(1))
+  assert float(solve(DouglasRachford(), blurred, max_iter=1).state.relaxation) == 1.0
+  assert float(solve(DouglasRachford(relaxation=1.2), blurred, max_iter=1).state.relaxation) == \
+      pytest.approx(1.2)
   capped = solve(DouglasRachford(gamma_scale=0.1, gamma_max=2.0), problem, max_iter=1, tol=-1)
   assert expected * float(problem.lipschitz) > 2.0  # the cap applies
   np.testing.assert_allclose(float(capped.history.stepsize[1]), 2.0 / float(problem.lipschitz),
