@@ -101,7 +101,7 @@ REGISTRY: Dict[str, MethodSpec] = {spec.name: spec for spec in (
 PROTOCOL_METHODS = ("fista_b", "fista_converged", "sgp_bb", "step_learned", "diag_learned",
                     "unet_direct")
 BENCH_METHODS = ("pgm", "fista", "fista_b", "mfista", "sgp_bb", "step_learned", "diag_learned")
-SPEED_METHODS = BENCH_METHODS + ("fista_restart", "sgp_bb1", "sparsa")
+SPEED_METHODS = BENCH_METHODS + ("fista_restart", "sgp_bb1", "sparsa", "douglas_rachford")
 """The speed benchmark's default methods, and every method it can time."""
 ACCURACY_METHODS = ("pgm", "fista_b", "fista", "fista_restart", "mfista", "sgp_bb", "sgp_bb1",
                     "sparsa", "douglas_rachford")

@@ -31,12 +31,22 @@ DERIVED = ("ms_per_iter", "ms_per_iter_min", "x_floor", "x_floor_backtrack_adjus
            "x_floor_without_net", "net_share", "value")
 
 
+def test_floor_targets_cover_the_first_order_classical_methods_only():
+  """The floor (one A + one A^T + prox) is a target for PGM / FISTA-type methods, not for
+  Douglas-Rachford (it also solves with (I + t A^T A)) nor for learned ones."""
+  from experiments.bench import report  # pylint: disable=import-outside-toplevel
+  methods = {m: {"x_floor": 1.2} for m in ("mfista", "douglas_rachford", "step_learned")}
+  rows = report.targets({"tasks": {"fourier": {"methods": methods}}})
+  assert [row["target"].split(" time/iter")[0] for row in rows] == ["fourier Monotone FISTA"]
+  assert rows[0]["met"] is False
+
+
 @pytest.mark.slow  # 23 s; the accuracy-mode run below keeps the benchmark in the default suite
 def test_bench_main_tiny(tmp_path):
   out_dir = str(tmp_path / "bench")
   # A subprocess, as a user runs it (and because the benchmark and the experiments define
   # absl flags of the same names, which cannot live in one process).
-  argv = ["--size=32", "--tasks=inpainting", "--methods=pgm,fista_b,step_learned",
+  argv = ["--size=32", "--tasks=inpainting", "--methods=pgm,fista_b,step_learned,douglas_rachford",
           "--batch_sizes=1,2", "--iters=4", "--batch_iters=2", "--repeats=3",
           f"--out_dir={out_dir}"]
   proc = subprocess.run([sys.executable, "-m", "experiments.bench", *argv], cwd=ROOT,
@@ -50,8 +60,10 @@ def test_bench_main_tiny(tmp_path):
     report = json.load(f)
 
   task = report["tasks"]["inpainting"]
-  assert set(task["methods"]) == {"pgm", "fista_b", "step_learned"}
+  assert set(task["methods"]) == {"pgm", "fista_b", "step_learned", "douglas_rachford"}
   assert report["targets"], "no targets reported"
+  assert not any("Douglas-Rachford time/iter" in row["target"] for row in report["targets"])
+  assert "x_floor" in task["methods"]["douglas_rachford"]
   assert task["batch"]["sizes"] == [1, 2]
   assert task["methods"]["step_learned"]["net_share"] > 0
 

@@ -111,9 +111,11 @@ def test_measured_offset_keeps_float32_accuracy_at_a_large_t():
     problem32 = simulate(Task(task, (32, 32), rate=0.5, lam=0.1), image, jax.random.PRNGKey(4))
     problem64 = to_float64(problem32)
     t = 1000.0 / float(problem64.lipschitz)
-    exact = np.asarray(measured_offset(problem64, t))
+    exact, exact_image = measured_offset(problem64, t)
+    np.testing.assert_allclose(exact_image, problem64.image(exact), atol=1e-9)  # W^T c, unformed
+    exact = np.asarray(exact)
     scale = np.linalg.norm(exact)
-    refined = np.asarray(measured_offset(problem32, jnp.float32(t)), np.float64)
+    refined = np.asarray(measured_offset(problem32, jnp.float32(t))[0], np.float64)
     one_solve = np.asarray(problem32.normal_solve(
         jnp.float32(t) * problem32.op.adjoint(problem32.y), jnp.float32(t)), np.float64)
     assert np.linalg.norm(refined - exact) <= 1e-5 * scale, task

@@ -3,7 +3,7 @@ partial Fourier and (circular) deblurring, where the measurement is diagonal in 
 DFT and the wavelet synthesis is a Parseval frame."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +38,8 @@ def default_gamma(problem, scale: float, largest: float) -> jax.Array:
   ``y`` and ``lam`` (iterations to a 1e-5 gap measured best at ``t lam`` ~ 8 % of the range at
   30 % sampling, ~5 % at 50 %, ~3.5 % at 70 %, on training images); ``t L`` stays below
   ``largest``: with a tiny ``lam`` (the paper's deblurring, 1e-5) the first term is ~1e6, and
-  ``t L`` = 300 ... 1e4 take the same iterations there (BUILD_NOTES.md, "Douglas-Rachford")."""
+  ``t L`` = 300 ... 1e4 all reach a normalised 1e-5 gap in 10 iterations there (rho = 1.5;
+  BUILD_NOTES.md, "Douglas-Rachford")."""
   peak = jnp.max(jnp.abs(problem.initial_image()))
   first = scale * peak / (sampled_fraction(problem) * problem.lam)
   return jnp.minimum(first, largest) / problem.lipschitz
@@ -46,15 +47,16 @@ def default_gamma(problem, scale: float, largest: float) -> jax.Array:
 
 def default_relaxation(problem) -> jax.Array:
   """``rho``: 1.7 where the measurement samples (``sampled_fraction < 1``: masks, k-space
-  patterns), 1 where it measures everything (a blur). Chosen on training images: 1.7 took the
-  fewest iterations to 1e-3 and 1e-5 of 1.3 / 1.5 / 1.7 / 1.85 on all 18 inpainting and partial
-  Fourier problems (30 / 50 / 70 %); on deblurring (``t L`` = 300) over-relaxation only slows
+  patterns), 1 where it measures everything (a blur). Chosen on training images: of 1.3 / 1.5 /
+  1.7 / 1.85, 1.7 took the fewest iterations to 1e-3 (or tied) on all 18 inpainting and partial
+  Fourier problems (30 / 50 / 70 %) and fewer than 1.5 to 1e-5 on all 18 (1.85 is a few % fewer
+  to 1e-5 on some, and slower to 1e-3); on deblurring (``t L`` = 300) over-relaxation only slows
   the iteration down (1 / 1.5 / 1.7: 3 / 10 / 17 iterations to a normalised 1e-5 gap)."""
   return jnp.where(sampled_fraction(problem) < 1.0, 1.7, 1.0)
 
 
-def measured_offset(problem, t) -> jax.Array:
-  """``c = (I + t A^T A)^{-1} t A^T y`` ``(Hc, Wc)``, to working precision.
+def measured_offset(problem, t) -> Tuple[jax.Array, jax.Array]:
+  """``c = (I + t A^T A)^{-1} t A^T y`` ``(Hc, Wc)`` to working precision, and its image ``W^T c``.
 
   DR's second step ``(I + t A^T A)^{-1}(w + t A^T y)`` is ``N w + c`` with ``N = (I + t A^T A)^{-1}``.
   Formed as one solve, its argument is ~``t L`` times larger than its result (``t A^T y`` against
@@ -62,12 +64,16 @@ def measured_offset(problem, t) -> jax.Array:
   iteration: DR then stalls at a relative objective gap of ~5e-5 (BUILD_NOTES.md, "Douglas-Rachford
   in float32"). ``N t A^T y`` has the same cancellation once; one step of iterative refinement, on
   the system's residual ``t A^T y - (I + t A^T A) c = -t A^T (A c - y) - c`` (both terms of the
-  size of ``c``), removes it. Cost: three ``N`` and two ``A`` / ``A^T`` pairs, once.
+  size of ``c``), removes it. Images come from the solves (``W^T W = I``: the image of
+  ``t A^T y`` is ``t M^T y``), so no synthesis: two solves, two ``M^T``, one ``M``, four analyses.
   """
-  rhs = t * problem.op.adjoint(problem.y)
-  offset = problem.normal_solve(rhs, t)
-  correction = -t * problem.op.adjoint(problem.residual(offset)) - offset
-  return offset + problem.normal_solve(correction, t)
+  back_projection = problem.measurement.adjoint(problem.y)         # M^T y, an image
+  offset, image = problem.normal_solve_imaged(t * problem.synthesis.adjoint(back_projection),
+                                              t * back_projection, t)
+  residual_back = problem.measurement.adjoint(problem.measurement.apply(image) - problem.y)
+  correction, correction_image = problem.normal_solve_imaged(
+      -t * problem.synthesis.adjoint(residual_back) - offset, -t * residual_back - image, t)
+  return offset + correction, image + correction_image
 
 
 @struct.dataclass
@@ -86,7 +92,7 @@ class DouglasRachford:
   forms the ``t L``-times larger ``t A^T y``: float32 then follows the float64 iterates.
   ``relaxation``: given, or ``default_relaxation``: 1.7 for a sampling measurement (a mask or a
   k-space pattern: the fewest iterations of 1.3 / 1.5 / 1.7 / 1.85 on inpainting and partial
-  Fourier), 1 for one that measures everything (a blur: 3 iterations to a normalised 1e-5 gap
+  Fourier to 1e-3), 1 for one that measures everything (a blur: 3 iterations to a normalised 1e-5 gap
   where 1.5 takes 10 and 1.7 17; BUILD_NOTES.md).
   ``t``: ``gamma`` if given, else ``default_gamma(problem, gamma_scale, gamma_max)``. A step that
   leaves ``x`` unchanged while ``z`` moves (the first one from ``x_0 = 0``) is ``held``.
@@ -95,8 +101,9 @@ class DouglasRachford:
   ``normal_solve`` (pixel mask, partial Fourier, circular blur; not CT) and a Parseval synthesis.
   Cost per iteration: one synthesis (``W^T x_{k+1}``, for its fresh residual and for the solve),
   the measurement, its solve (elementwise, or one FFT pair) and one analysis: a FISTA iteration's
-  work (measured 1.00-1.01x monotone FISTA's time at 128 px), for several times fewer iterations
-  on these problems. The solve's input image ``W^T(2 x - z) = 2 W^T x - W^T z`` uses the image of
+  work (0.99-1.04x monotone FISTA's time per iteration at 128 px: ``python -m experiments.bench
+  --tasks=inpainting,fourier,deblur --methods=mfista,douglas_rachford --size=128 --repeats=15``),
+  for several times fewer iterations on these problems. The solve's input image ``W^T(2 x - z) = 2 W^T x - W^T z`` uses the image of
   ``z``, carried alongside it (``W^T z_{k+1} = W^T z_k + rho (W^T u - W^T x)``, the image of ``u``
   being the solve's output): the two are updated by the same step, each rounded on its own (float32
   after 20000 iterations: true gap 6e-9 against 1e-9 recomputing it; BUILD_NOTES.md); the residual
@@ -124,15 +131,16 @@ class DouglasRachford:
     return default_gamma(problem, self.gamma_scale, self.gamma_max).astype(dtype)
 
   def init(self, problem, x0) -> DouglasRachfordState:
-    residual = problem.residual(x0)
+    x0_image = problem.image(x0)
+    residual = problem.measurement.apply(x0_image) - problem.y
     objective = problem.f_from_residual(residual) + problem.g(x0)
     dtype = jnp.real(objective).dtype
     t = self.parameter(problem, dtype)
-    offset = measured_offset(problem, t.astype(x0.dtype)).astype(x0.dtype)
+    offset, offset_image = measured_offset(problem, t.astype(x0.dtype))
     rho = default_relaxation(problem) if self.relaxation is None else self.relaxation
-    return DouglasRachfordState(x0, residual, objective, t, jnp.int32(0), x0, offset,
-                                jnp.bool_(False), problem.image(x0), problem.image(offset),
-                                jnp.asarray(rho, dtype))
+    return DouglasRachfordState(x0, residual, objective, t, jnp.int32(0), x0,
+                                offset.astype(x0.dtype), jnp.bool_(False), x0_image,
+                                offset_image.astype(x0_image.dtype), jnp.asarray(rho, dtype))
 
   def step(self, problem, state: DouglasRachfordState) -> DouglasRachfordState:
     t = state.stepsize
