@@ -120,3 +120,47 @@ def test_measured_offset_keeps_float32_accuracy_at_a_large_t():
         jnp.float32(t) * problem32.op.adjoint(problem32.y), jnp.float32(t)), np.float64)
     assert np.linalg.norm(refined - exact) <= 1e-5 * scale, task
     assert np.linalg.norm(one_solve - exact) > 10 * np.linalg.norm(refined - exact), task
+
+
+def _z_steps(method, problem, x0, iterations):
+  """``||z_{k+1} - z_k||`` over ``iterations`` steps of a Douglas-Rachford ``method`` (or a
+  ``DRS`` handing off to it: its tail's ``z``), and the objectives."""
+  z_of = lambda s: s.tail.z if hasattr(s, "tail") else s.z
+
+  def body_for(p):
+    def body(state, _):
+      new = method.step(p, state)
+      return new, (jnp.linalg.norm(z_of(new) - z_of(state)), new.objective)
+    return body
+
+  run = jax.jit(lambda p, x: jax.lax.scan(body_for(p), method.init(p, x), None,
+                                          length=iterations)[1])
+  steps, objective = run(problem, x0)
+  return np.asarray(steps), np.asarray(objective)
+
+
+@pytest.mark.parametrize("task", ["inpainting", "fourier", "deblur"])
+def test_the_fixed_point_residual_never_grows(task):
+  """Over-relaxed DR is a Krasnosel'skii-Mann iteration of a nonexpansive map: ``||z_{k+1} - z_k||``
+  is nonincreasing (float64), whatever the objective does."""
+  problem = simulate(Task(task, SHAPE, rate=0.5, lam=0.1), camera_image(SHAPE),
+                     jax.random.PRNGKey(2))
+  steps, _ = _z_steps(DouglasRachford(), problem, problem.zeros(), 200)
+  assert np.all(steps[1:] <= steps[:-1] * (1 + 1e-9) + 1e-12 * steps[0]), task
+
+
+def test_restart_is_a_warm_start_that_keeps_the_solves():
+  """``restart`` at a new point (how DRS hands off) equals ``warm_start`` there: same state, and
+  the offset, ``t`` and ``rho`` reused from the earlier state."""
+  problem = simulate(Task("fourier", SHAPE, rate=0.5, lam=0.1), camera_image(SHAPE),
+                     jax.random.PRNGKey(3))
+  method = DouglasRachford()
+  earlier = solve(method, problem, max_iter=5, tol=-1).state
+  x1 = problem.synthesis.adjoint(problem.initial_image())
+  residual = problem.residual(x1)
+  objective = problem.f_from_residual(residual) + problem.g(x1)
+  again = method.restart(problem, earlier, x1, residual, None, objective)
+  fresh = method.warm_start(problem, x1, residual, None, objective)
+  for name, a, b in zip(fresh._fields, again, fresh):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12,
+                               err_msg=name)

@@ -87,6 +87,39 @@ def test_drs_under_adversarial_policy(name, mode):
   assert gaps[max(CHECKPOINTS)] < 1e-6
 
 
+@functools.lru_cache(maxsize=None)
+def douglas_rachford_reaches(task, target):
+  """Iterations Douglas-Rachford alone needs from x0 = 0 to a relative gap ``target``."""
+  from jsgp.solvers import DouglasRachford
+  _, f_star = reference(task)
+  objective = np.asarray(solve(DouglasRachford(), problem_for(task), max_iter=3000,
+                               tol=-1).history.objective)
+  return int(np.argmax((objective - f_star) / f_star <= target))
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=() if name in ("nan", "huge", "diag_random_sign", "minus_grad")
+                 else pytest.mark.slow) for name in sorted(ADVERSARIES)])
+def test_drs_handing_off_to_douglas_rachford_under_adversarial_policy(name):
+  """The pretrained inpainting / Fourier solvers' configuration (safeguarded, then
+  Douglas-Rachford), whatever the policy outputs: finite, monotone through the policy phase, and
+  to a 1e-8 gap within 25 % + 10 iterations of Douglas-Rachford alone (a rejected policy costs
+  one iteration; an accepted one moves at most ``(1 + 2 trust_radius)``-fold away from x*)."""
+  from jsgp.solvers import DouglasRachford
+  task, budget = "inpainting", 5
+  _, f_star = reference(task)
+  method = DRS(ADVERSARIES[name], handoff=DouglasRachford(), max_policy_steps=budget)
+  result = solve(method, problem_for(task), max_iter=3000, tol=-1)
+  objective = np.asarray(result.history.objective)
+  assert np.all(np.isfinite(objective)) and np.all(np.isfinite(np.asarray(result.x)))
+  phase = objective[:int(result.state.policy_steps) + 1]
+  assert np.all(np.diff(phase) <= 1e-12 * phase[:-1]), "objective increased in the policy phase"
+  gaps = (objective - f_star) / f_star
+  assert gaps[-1] < 1e-10
+  reached = int(np.argmax(gaps <= 1e-8))
+  assert reached <= 1.25 * douglas_rachford_reaches(task, 1e-8) + 10, (name, reached)
+
+
 @pytest.mark.parametrize("mode", ["safeguarded", pytest.param("accelerated",
                                                               marks=pytest.mark.slow)])
 def test_batched_drs_is_branchless_and_matches_single_runs(mode):

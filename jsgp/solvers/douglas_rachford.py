@@ -134,6 +134,25 @@ class DouglasRachford:
     x0_image = problem.image(x0)
     residual = problem.measurement.apply(x0_image) - problem.y
     objective = problem.f_from_residual(residual) + problem.g(x0)
+    return self._start(problem, x0, x0_image, residual, objective)
+
+  def warm_start(self, problem, x0, residual, grad, objective) -> DouglasRachfordState:
+    """The state at ``x0`` from its residual and objective (``z_0 = x_0``): one synthesis and
+    ``measured_offset``'s solves."""
+    del grad
+    return self._start(problem, x0, problem.image(x0), residual, objective)
+
+  def restart(self, problem, state: DouglasRachfordState, x0, residual, grad,
+              objective) -> DouglasRachfordState:
+    """``warm_start`` at ``x0`` keeping ``state``'s ``t``, ``rho`` and offset (``state`` is a
+    state on the same problem): one synthesis, no solve. ``DRS`` hands off to
+    Douglas-Rachford this way."""
+    del grad
+    return state._replace(x=x0, residual=residual, objective=objective, z=x0,
+                          z_image=problem.image(x0), held=jnp.bool_(False),
+                          backtracks=jnp.int32(0))
+
+  def _start(self, problem, x0, x0_image, residual, objective) -> DouglasRachfordState:
     dtype = jnp.real(objective).dtype
     t = self.parameter(problem, dtype)
     offset, offset_image = measured_offset(problem, t.astype(x0.dtype))

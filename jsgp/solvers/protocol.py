@@ -18,6 +18,10 @@ hooks, each with a default the driver falls back to when a method lacks it:
 ``warm_start(problem, x, residual, grad, objective) -> state``
   ``init`` from quantities the caller already holds (``grad`` may be None), so that ``DRS`` can
   hand off to the method without another operator application. Default: ``init(problem, x)``.
+``restart(problem, state, x, residual, grad, objective) -> state``
+  ``warm_start`` at a new point from an earlier state of the same method on the same problem,
+  keeping what does not depend on the iterate (Douglas-Rachford's ``(I + t A^T A)^{-1} t A^T y``,
+  two solves): what ``DRS`` uses when its policy phase ends. Default: ``warm_start``.
 
 Termination is the driver's (``jsgp.solvers.driver``): the relative objective change reaches
 ``tol`` (``Result.status == CONVERGED``), ``max_iter`` steps ran (``MAX_ITER``), or the objective
@@ -72,6 +76,15 @@ def warm_start(method, problem, x, residual, grad, objective):
   if start is None:
     return method.init(problem, x)
   return start(problem, x, residual, grad, objective)
+
+
+def restart(method, problem, state, x, residual, grad, objective):
+  """``method``'s state at ``x`` given its earlier ``state`` on the same problem: its ``restart``
+  hook where it has one, else ``warm_start``."""
+  again = getattr(method, "restart", None)
+  if again is None:
+    return warm_start(method, problem, x, residual, grad, objective)
+  return again(problem, state, x, residual, grad, objective)
 
 
 def check_method(method) -> None:
