@@ -54,8 +54,7 @@ def label(name: str, task: str) -> str:
   if name != LEARNED:
     return name
   from jsgp import pretrained  # pylint: disable=import-outside-toplevel
-  record = pretrained.manifest(task)
-  return f"DRS + pretrained {record['net']['kind']} (H={record['policy_steps']})"
+  return pretrained.solver_from("pretrained", task)[0]
 
 
 def k_step_solver(method):

@@ -6,7 +6,8 @@ Each ``bench.json`` is an accuracy-mode run of ``experiments.bench`` with ``--po
 task in it that ran the learned contender, the manifest ``<policy_dir>/<task>.json`` gains an
 entry under ``held_out`` keyed by the case (rate, noise, lam multiplier, size): per image, the
 learned method's iterations and the best jsgp classical method's, and the wall-time speedup
-(best classical seconds / learned seconds) at each target. The weights file and its checksum are
+(best classical seconds / learned seconds) at each target, with the learned solver's label (its
+mode, budget and hand-off). The weights file and its checksum are
 not touched.
 """
 from __future__ import annotations
@@ -69,7 +70,7 @@ def record(bench_path: str, policy_dir: str = pretrained.DATA_DIR) -> None:
       manifest = json.load(stream)
     held_out = manifest.setdefault("held_out", {})
     held_out[case_name(config, task)] = {
-        "images": f"{result['images']} held-out images",
+        "images": f"{result['images']} held-out images", "solver": result["labels"][LEARNED],
         "source": os.path.relpath(bench_path), "targets": summarize(result)}
     with open(path, "w") as stream:
       json.dump(manifest, stream, indent=1, sort_keys=True)

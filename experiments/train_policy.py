@@ -41,7 +41,15 @@ flags.DEFINE_integer("solver_budget", None, "Policy iterations jsgp.pretrained.s
                      "--policy_steps. Set by measurement: a policy may keep helping past its "
                      "training horizon.", lower_bound=1)
 flags.DEFINE_enum("mode", "accelerated", ["safeguarded", "accelerated"],
-                  "The DRS mode the policy is trained through (and that jsgp.pretrained runs).")
+                  "The DRS mode the policy is trained through.")
+flags.DEFINE_enum("solver_mode", None, ["safeguarded", "relaxation", "accelerated"],
+                  "The DRS mode jsgp.pretrained.solver runs the policy in (the manifest's mode); "
+                  "default --mode. Set by measurement.")
+flags.DEFINE_enum("solver_handoff", "mfista", ["mfista", "douglas_rachford"],
+                  "The method jsgp.pretrained.solver hands off to after the policy phase (the "
+                  "manifest's handoff; jsgp.pretrained.HANDOFFS). Set by measurement: "
+                  "douglas_rachford needs a measurement with a cheap (I + t A^T A)^-1 "
+                  "(inpainting, partial Fourier, deblurring; not CT).")
 flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate.")
 flags.DEFINE_integer("reference_iters", 2000, "Iterations of the x* solves.")
 flags.DEFINE_list("rate_range", ["0.3", "0.7"], "Sampling rates drawn per image.")
@@ -118,6 +126,11 @@ def solver_budget() -> int:
   return FLAGS.solver_budget or FLAGS.policy_steps
 
 
+def solver_settings():
+  """``(budget, mode, handoff)`` that the manifest records for ``jsgp.pretrained.solver``."""
+  return solver_budget(), FLAGS.solver_mode or FLAGS.mode, FLAGS.solver_handoff
+
+
 def build_config():
   from jsgp import policy_nets  # pylint: disable=import-outside-toplevel
   from jsgp.problems import Task  # pylint: disable=import-outside-toplevel
@@ -149,7 +162,8 @@ def main(argv):
   result = train_policy(config, images, checkpoint_dir=FLAGS.checkpoint_dir,
                         cache_dir=FLAGS.cache_dir, initial=initial)
   manifest = dict(
-      task=FLAGS.task, policy_steps=solver_budget(), mode=FLAGS.mode, training=config.to_dict(),
+      task=FLAGS.task, policy_steps=solver_budget(), mode=solver_settings()[1],
+      handoff=solver_settings()[2], training=config.to_dict(),
       flags={name: FLAGS[name].value for name in RECORDED_FLAGS},
       data=described,
       trained_size=FLAGS.image_size, size_multiple=1, min_size=16,

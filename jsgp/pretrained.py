@@ -167,8 +167,9 @@ def manifest(task: str) -> Dict[str, Any]:
 
   Returns:
     The manifest dict (``read_manifest``): among others the network (``"net"``), the policy
-    budget ``solver`` runs it for (``"policy_steps"``; the horizon it was trained through is
-    ``["training"]["policy_steps"]``), the image sizes it accepts (``"min_size"``,
+    budget, mode and hand-off ``solver`` runs it with (``"policy_steps"``, ``"mode"``,
+    ``"handoff"``, chosen by measurement; the horizon and mode it was trained through are
+    ``["training"]["policy_steps"]`` / ``["mode"]``), the image sizes it accepts (``"min_size"``,
     ``"size_multiple"``), the training configuration and data, the held-out time-to-accuracy
     (``"held_out"``) and the weights' ``"sha256"``.
 
@@ -208,8 +209,10 @@ def check_shape(record: Dict[str, Any], image_shape) -> None:
 def policy(task: str):
   """The shipped policy of ``task`` (``"inpainting"``, ``"fourier"``, ``"deblur"``, ``"ct"``),
   a ``jsgp.policies.LearnedPolicy`` for ``jsgp.solvers.DRS``. It was trained for a DRS mode and
-  budget (``manifest(task)["mode"]``, ``["policy_steps"]``), which ``solver(task)`` sets; a DRS
-  built by hand should pass the same ``mode`` and ``max_policy_steps``.
+  budget; ``solver(task)`` runs it with the mode, budget and hand-off its manifest records
+  (``manifest(task)["mode"]``, ``["policy_steps"]``, ``["handoff"]``: on inpainting, partial
+  Fourier and deblurring a few safeguarded steps, then Douglas-Rachford); a DRS built by hand
+  should pass the same ``mode``, ``max_policy_steps`` and ``handoff`` (``handoff_method``).
 
   Args:
     task: a task with a shipped policy (one of ``available()``).
@@ -249,40 +252,75 @@ def find(source: str, task: str) -> Optional[str]:
   return prefix if os.path.exists(prefix + ".json") else None
 
 
+HANDOFFS = ("mfista", "douglas_rachford")
+
+
+def handoff_method(name: str):
+  """The hand-off method a manifest or a spec names: ``"mfista"`` (monotone FISTA with step 1/L,
+  ``DRS``'s default) or ``"douglas_rachford"`` (``DouglasRachford()``; needs a measurement with
+  a cheap ``(I + t A^T A)^{-1}``: inpainting, partial Fourier, deblurring)."""
+  from jsgp.solvers import FISTA, DouglasRachford  # pylint: disable=import-outside-toplevel
+  if name == "mfista":
+    return FISTA(max_backtracks=0, monotone=True)
+  if name == "douglas_rachford":
+    return DouglasRachford()
+  raise ValueError(f"unknown hand-off {name!r}; one of {HANDOFFS}")
+
+
 def parse_spec(spec: str) -> Tuple[str, Dict[str, Any]]:
-  """``"source[:mode[:budget]]"`` -> ``(source, DRS settings)``: a policy source (``find``) with,
-  optionally, the DRS mode and ``max_policy_steps`` to run it with instead of its manifest's
-  (e.g. ``"pretrained:relaxation"``, ``"out/policies:accelerated:30"``).
+  """``"source[:mode[:budget[:handoff]]]"`` -> ``(source, DRS settings)``: a policy source
+  (``find``) with, optionally, the DRS mode, ``max_policy_steps`` and hand-off (``HANDOFFS``) to
+  run it with instead of its manifest's (e.g. ``"pretrained:relaxation"``,
+  ``"out/policies:accelerated:30"``, ``"pretrained:safeguarded:3:douglas_rachford"``).
 
   Raises:
-    ValueError: an unknown mode, a budget that is not a non-negative integer, or extra fields.
+    ValueError: an unknown mode or hand-off, a budget that is not a non-negative integer, or
+      extra fields.
   """
   from jsgp.solvers.drs import MODES  # pylint: disable=import-outside-toplevel
   source, *fields = spec.split(":")
-  if len(fields) > 2 or not source:
-    raise ValueError(f"a policy spec is 'source[:mode[:budget]]'; got {spec!r}")
+  if len(fields) > 3 or not source:
+    raise ValueError(f"a policy spec is 'source[:mode[:budget[:handoff]]]'; got {spec!r}")
   kwargs: Dict[str, Any] = {}
   if fields and fields[0]:
     if fields[0] not in MODES:
       raise ValueError(f"policy spec {spec!r}: mode must be one of {MODES}, got {fields[0]!r}")
     kwargs["mode"] = fields[0]
-  if len(fields) == 2:
+  if len(fields) >= 2 and fields[1]:
     if not fields[1].isdigit():
       raise ValueError(f"policy spec {spec!r}: the budget must be a non-negative integer, got "
                        f"{fields[1]!r}")
     kwargs["max_policy_steps"] = int(fields[1])
+  if len(fields) == 3:
+    kwargs["handoff"] = handoff_method(fields[2])
   return source, kwargs
 
 
 def _drs(prefix: str, kwargs) -> Tuple[Any, Dict[str, Any]]:
-  """``(DRS, manifest)``: the policy at ``prefix`` with the budget it was trained for, unless
-  ``kwargs`` (passed to ``DRS``) set another."""
+  """``(DRS, manifest)``: the policy at ``prefix`` with the budget, mode and hand-off its
+  manifest records (``policy_steps``, ``mode``, ``handoff``), unless ``kwargs`` (passed to
+  ``DRS``) set others. A mode other than the manifest's keeps ``DRS``'s default hand-off
+  (monotone FISTA) unless ``kwargs`` name one."""
   from jsgp.solvers import DRS  # pylint: disable=import-outside-toplevel
   learned, record = load(prefix)
   kwargs = dict(kwargs)
   kwargs.setdefault("max_policy_steps", int(record.get("policy_steps", 5)))
-  kwargs.setdefault("mode", record.get("mode", "safeguarded"))
+  recorded_mode = record.get("mode", "safeguarded")
+  kwargs.setdefault("mode", recorded_mode)
+  if "handoff" not in kwargs and kwargs["mode"] == recorded_mode:
+    kwargs["handoff"] = handoff_method(record.get("handoff", "mfista"))
   return DRS(learned, **kwargs), record
+
+
+def handoff_label(method) -> str:
+  """A short name of a ``DRS``'s hand-off for tables (``"DR"``, ``"MFISTA"``, the class name)."""
+  from jsgp.solvers import FISTA, DouglasRachford  # pylint: disable=import-outside-toplevel
+  tail = method.handoff
+  if isinstance(tail, DouglasRachford):
+    return "DR"
+  if isinstance(tail, FISTA) and tail.monotone and tail.max_backtracks == 0:
+    return "MFISTA"
+  return type(tail).__name__
 
 
 def solver_from(source: str, task: str, **kwargs):
@@ -298,7 +336,7 @@ def solver_from(source: str, task: str, **kwargs):
   Returns:
     ``(label, method)``: ``method``, the ``DRS`` over the loaded policy; ``label``, a
     description for tables and plots, ``"DRS <mode> + <net kind> (<source folder name>,
-    H=<max_policy_steps>)"``. ``None`` when ``source`` has no policy for ``task``.
+    H=<max_policy_steps> -> <hand-off>)"``. ``None`` when ``source`` has no policy for ``task``.
 
   Raises:
     ValueError: ``source`` is neither ``"pretrained"`` nor an existing folder, or ``kwargs``
@@ -310,18 +348,23 @@ def solver_from(source: str, task: str, **kwargs):
     return None
   method, record = _drs(prefix, kwargs)
   label = (f"DRS {method.mode} + {record['net']['kind']} "
-           f"({os.path.basename(os.path.normpath(source))}, H={method.max_policy_steps})")
+           f"({os.path.basename(os.path.normpath(source))}, H={method.max_policy_steps}"
+           f" -> {handoff_label(method)})")
   return label, method
 
 
 def solver(task: str, **kwargs):
-  """``DRS`` with the shipped policy of ``task`` and the policy budget it was trained for
-  (``kwargs`` go to ``DRS``).
+  """``DRS`` with the shipped policy of ``task`` and the mode, policy budget and hand-off its
+  manifest records (``kwargs`` go to ``DRS``): inpainting 3 safeguarded steps, partial Fourier 2,
+  deblurring 1, each then Douglas-Rachford; CT 60 steps in the accelerated mode, then monotone
+  FISTA.
 
   Args:
     task: a task with a shipped policy (one of ``available()``).
     **kwargs: settings of ``jsgp.solvers.DRS`` (``mode``, ``handoff``, ...);
-      ``max_policy_steps`` defaults to the manifest's ``"policy_steps"`` (5 where it has none).
+      ``max_policy_steps`` defaults to the manifest's ``"policy_steps"`` (5 where it has none),
+      ``mode`` to its ``"mode"``, and ``handoff`` to its ``"handoff"`` where the mode is the
+      manifest's (else ``DRS``'s default, monotone FISTA).
 
   Returns:
     The ``DRS`` method over the shipped ``LearnedPolicy``.

@@ -85,14 +85,14 @@ def test_bench_accuracy_tiny(tmp_path):
   """--mode=accuracy on 32 px Fourier problems: structure and invariants, no timing claims."""
   out_dir = str(tmp_path / "tta")
   # A second policy source (a copy of the shipped Fourier policy), run with its manifest's own
-  # mode and budget spelled out (``source:mode:budget``).
+  # mode, budget and hand-off spelled out (``source:mode:budget:handoff``).
   mine = tmp_path / "mine"
   mine.mkdir()
   for ext in (".json", ".msgpack"):
     shutil.copy(os.path.join(ROOT, "jsgp", "pretrained_data", "fourier" + ext), mine)
   argv = ["--mode=accuracy", "--size=32", "--tasks=fourier", "--images=1", "--tta_iters=200",
           "--repeats=5", "--gaps=1e-2,1e-4", "--accuracy_methods=pgm,fista_b", "--peers",
-          f"--policy=pretrained,{mine}:accelerated:10",
+          f"--policy=pretrained,{mine}:safeguarded:2:douglas_rachford",
           "--scico_python=/nonexistent/python", f"--out_dir={out_dir}"]
   proc = subprocess.run([sys.executable, "-m", "experiments.bench", *argv], cwd=ROOT,
                         capture_output=True, text=True, timeout=600)
@@ -104,7 +104,7 @@ def test_bench_accuracy_tiny(tmp_path):
   assert "scico" in report["missing_peers"]  # reported, not a failure
   task = report["tasks"]["fourier"]
   assert {"pgm", "fista_b", "fista_bt", "drs_policy", "drs_policy_2"} <= set(task["labels"])
-  assert "(mine, H=10)" in task["labels"]["drs_policy_2"]
+  assert "(mine, H=2 -> DR)" in task["labels"]["drs_policy_2"]
   for target in task["targets"].values():  # both sources: the same weights, the same iterations
     row = target["per_image"][0]["methods"]
     assert row["drs_policy"]["iters"] == row["drs_policy_2"]["iters"]
@@ -144,7 +144,7 @@ def test_bench_accuracy_tiny(tmp_path):
     text = f.read()
   assert "PASS" in text or "MISS" in text
   assert "NMSE (dB) after k iterations" in text
-  assert "(mine, H=10) speedup at gap 1e-02" in text
+  assert "(mine, H=2 -> DR) speedup at gap 1e-02" in text
 
 
 def test_reference_cache_is_used_also_when_the_reference_stopped_at_its_cap(tmp_path):

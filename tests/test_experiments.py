@@ -82,12 +82,13 @@ def test_policy_iterations_prints_a_row_per_method(tmp_path):
   out = subprocess.run(
       [sys.executable, "-m", "experiments.policy_iterations", "--tasks=inpainting",
        "--size=32", "--images=1", "--max_iter=1500", "--data_dir=embedded",
-       f"--cache_dir={tmp_path}", "--candidates=pretrained,pretrained:safeguarded:3",
+       f"--cache_dir={tmp_path}", "--candidates=pretrained,pretrained:accelerated:10",
        "--classical=mfista,douglas_rachford"],
       cwd=ROOT, capture_output=True, text=True, timeout=600, check=True).stdout
   rows = [line for line in out.splitlines() if line.startswith("  ")]
   assert [row.split()[0] for row in rows] == ["MFISTA", "Douglas-Rachford", "DRS", "DRS"]
-  assert "accelerated" in rows[2] and "safeguarded" in rows[3] and "H=3" in rows[3]
+  assert "safeguarded" in rows[2] and "H=3 -> DR" in rows[2]  # the manifest's
+  assert "accelerated" in rows[3] and "H=10 -> MFISTA" in rows[3]  # the spec's
   assert all(row.split()[-1].split("/")[0].isdigit() for row in rows)  # 1e-3 reached in 1500
 
 
@@ -205,6 +206,7 @@ def test_record_tta_writes_the_learned_methods_cases_into_a_manifest(tmp_path):
   case = pretrained.read_manifest(str(tmp_path / "fourier"))["held_out"]["128px, rate 0.3, noise 5"]
   entry = case["targets"]["gap 1e-03"]
   assert entry["learned_iters"] == [10, 20] and entry["wall_speedup"] == [2.0, 0.5]
+  assert case["solver"] == "DRS"  # the label of the solver measured
   assert entry["best_classical"] == [{"method": "mfista", "iters": 30},
                                      {"method": "sparsa", "iters": 9}]
   assert pretrained.load(str(tmp_path / "fourier"))[1]["sha256"] == (
@@ -230,4 +232,4 @@ def test_make_demo_runs_the_shipped_policies_and_writes_its_tables_and_figures(t
     assert entry["verified_gap"]["1e-03"] < 1e-2, name  # the same iterate, rounded differently
   for png in ("gap_fourier.png", "images_fourier.png"):
     assert os.path.getsize(tmp_path / png) > 1000
-  assert "DRS + pretrained" in (tmp_path / "demo.md").read_text()
+  assert "(pretrained, H=2 -> DR)" in (tmp_path / "demo.md").read_text()  # the shipped solver
