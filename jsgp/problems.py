@@ -102,7 +102,9 @@ class L1Problem:
     solve = getattr(self.measurement, "normal_solve", None)
     if solve is None:
       raise ValueError(f"{type(self.measurement).__name__} has no normal_solve: (I + t A^T A)^-1 "
-                       "is not cheap for this measurement (DouglasRachford needs it; use FISTA)")
+                       "is not cheap for this measurement (DouglasRachford needs it, also as "
+                       "DRS's hand-off: use FISTA, or DRS(..., handoff=FISTA(max_backtracks=0, "
+                       "monotone=True)); pretrained.solver(task, handoff=...) takes the same)")
     solved = solve(v_image, t)
     return v - self.synthesis.adjoint(v_image - solved), solved
 

@@ -135,6 +135,10 @@ def test_the_inpainting_and_fourier_solvers_hand_off_to_douglas_rachford():
   assert pretrained.handoff_label(accelerated) == "MFISTA"  # the only hand-off it takes
   label, _ = pretrained.solver_from("pretrained", "fourier")
   assert label.endswith("(pretrained, H=2 -> DR)")
+  image = jnp.asarray(load_images(None, "test", 32, n=1)[0])
+  ct = simulate(Task("ct", (32, 32), n_views=32), image, jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="no normal_solve.*DRS's hand-off"):
+    solve(pretrained.solver("inpainting"), ct, max_iter=2)
 
 
 @pytest.mark.parametrize("task", TASKS)
