@@ -108,9 +108,21 @@ class BarzilaiBorwein:
                    jnp.asarray(self.tau0, t0.dtype), jnp.bool_(False))
 
   def update(self, problem, state: BBState, x, grad):
+    step, state = self.update_from_step(problem, state, x - state.prev_x, grad - state.prev_grad)
+    return step, state._replace(prev_x=x, prev_grad=grad)
+
+  def init_from_step(self, problem, x, grad) -> BBState:
+    """``init`` for callers that hand ``update_from_step`` the step differences themselves:
+    the state holds no canvases (``prev_x``, ``prev_grad`` are None)."""
+    return self.init(problem, x, grad)._replace(prev_x=None, prev_grad=None)
+
+  def update_from_step(self, problem, state: BBState, s, w):
+    """``update`` from ``s = x_k - x_{k-1}`` and ``w = grad_k - grad_{k-1}`` (zeros before the
+    first step): a caller that forms them fresh (``SGP``) spares the state two canvases that
+    every iteration would copy. Returns ``(step, state)``; ``prev_x`` / ``prev_grad`` are left
+    as they are."""
     t0 = (1.0 / problem.lipschitz).astype(state.step.dtype)
     t_min, t_max = self.t_min_factor * t0, self.t_max_factor * t0
-    s, w = x - state.prev_x, grad - state.prev_grad
     ss, sw, ww = vdot_real(s, s), vdot_real(s, w), vdot_real(w, w)
     curved = sw > 0
     bb1 = jnp.where(curved, ss / jnp.where(curved, sw, 1.0), t_max)
@@ -131,8 +143,8 @@ class BarzilaiBorwein:
     first = ~state.started
     step = jnp.where(moved, step, jnp.where(first, t0, state.step))
     keep = lambda new, old: jnp.where(moved, new, old)
-    return step, BBState(x, grad, step, keep(memory, state.memory), keep(tau, state.tau),
-                         jnp.bool_(True))
+    return step, state._replace(step=step, memory=keep(memory, state.memory),
+                                tau=keep(tau, state.tau), started=jnp.bool_(True))
 
 
 class ScaledState(NamedTuple):

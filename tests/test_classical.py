@@ -9,7 +9,7 @@ import pytest
 from skimage import data as skdata
 from skimage import transform
 
-from jsgp import policies
+from jsgp import policies, struct
 from jsgp.policies import BarzilaiBorwein, ConstantPolicy, Scaled
 from jsgp.problems import Task, simulate, to_float64
 from jsgp.solvers import DRS, FISTA, PGM, SGP, DouglasRachford, SpaRSA, solve
@@ -107,6 +107,33 @@ def test_sparsa_accepts_against_the_recent_maximum():
     assert objective[k] <= np.max(objective[max(0, k - memory):k]) * (1 + 1e-12)
   monotone = np.asarray(solve(SpaRSA(memory=1), problem, max_iter=200).history.objective)
   assert np.all(np.diff(monotone[np.isfinite(monotone)]) <= 1e-12 * monotone[0])
+
+
+@pytest.mark.parametrize("variant", ["abb_min", "bb1"])
+def test_sgp_feeds_barzilai_borwein_its_step_differences(variant):
+  """SGP hands a BB policy ``s = gamma z`` and ``w = grad_{k+1} - grad_k`` (no canvases in the
+  policy state, so no per-iteration copies): the iterates BB gives when it forms them from the
+  points it keeps (a wrapper without ``update_from_step``), in float64, until rounding
+  differences reach a discrete choice (ABB_min's switch, an Armijo test); convergence of the
+  default SGP to the float64 minimiser is ``test_solvers``'."""
+
+  @struct.dataclass
+  class KeepsPoints:  # the policy protocol only: update(problem, state, x, grad)
+    bb: BarzilaiBorwein
+
+    def init(self, problem, x, grad):
+      return self.bb.init(problem, x, grad)
+
+    def update(self, problem, state, x, grad):
+      return self.bb.update(problem, state, x, grad)
+
+  problem = problem_for("fourier")
+  fast = solve(SGP(BarzilaiBorwein(variant)), problem, max_iter=20, tol=-1)
+  kept = solve(SGP(KeepsPoints(BarzilaiBorwein(variant))), problem, max_iter=20, tol=-1)
+  assert fast.state.policy_state.prev_x is None and fast.state.step_change is not None
+  assert kept.state.step_change is None and kept.state.policy_state.prev_x is not None
+  np.testing.assert_allclose(fast.history.stepsize, kept.history.stepsize, rtol=1e-9)
+  np.testing.assert_allclose(fast.history.objective, kept.history.objective, rtol=1e-12)
 
 
 def test_policies_share_one_protocol():

@@ -22,6 +22,10 @@ class SGPState(NamedTuple):
   stepsize: jax.Array      # mean of the step d used to reach x (1/L before any step)
   backtracks: jax.Array    # Armijo reductions of that step
   policy_state: Any        # the stepsize policy's state
+  # For a policy with ``update_from_step`` (Barzilai-Borwein): x_k - x_{k-1} and
+  # grad_k - grad_{k-1}, formed fresh each step (zeros at the start); None otherwise.
+  step_change: Any = None
+  grad_change: Any = None
 
 
 @struct.dataclass
@@ -57,12 +61,26 @@ class SGP:
   def init(self, problem, x0) -> SGPState:
     residual, grad, objective = problem.first_order(x0)
     t0 = (1.0 / problem.lipschitz).astype(jnp.real(objective).dtype)
+    policy = policies.as_policy(self.policy)
+    if self._from_step:
+      zeros = jnp.zeros_like(x0)
+      return SGPState(x0, residual, grad, objective, t0, jnp.int32(0),
+                      policy.init_from_step(problem, x0, grad), zeros, jnp.zeros_like(grad))
     return SGPState(x0, residual, grad, objective, t0, jnp.int32(0),
-                    policies.as_policy(self.policy).init(problem, x0, grad))
+                    policy.init(problem, x0, grad))
+
+  @property
+  def _from_step(self) -> bool:
+    """The policy takes step differences (``update_from_step``): no canvases in its state."""
+    return hasattr(policies.as_policy(self.policy), "update_from_step")
 
   def step(self, problem, state: SGPState) -> SGPState:
     policy = policies.as_policy(self.policy)
-    d, policy_state = policy.update(problem, state.policy_state, state.x, state.grad)
+    if self._from_step:
+      d, policy_state = policy.update_from_step(problem, state.policy_state, state.step_change,
+                                                state.grad_change)
+    else:
+      d, policy_state = policy.update(problem, state.policy_state, state.x, state.grad)
     t0 = (1.0 / problem.lipschitz).astype(state.stepsize.dtype)
     d = jnp.where(jnp.isfinite(d) & (d > 0), d, t0).astype(state.x.dtype)
     z = problem.forward_backward(state.x, state.grad, d) - state.x
@@ -74,5 +92,7 @@ class SGP:
     x = state.x + search.gamma * z
     residual = combine(state.residual, residual_full, search.gamma)
     grad = problem.grad_from_residual(residual)
+    changes = ((search.gamma * z).astype(x.dtype), grad - state.grad) if self._from_step else (
+        None, None)
     return SGPState(x, residual, grad, search.objective, jnp.mean(d).astype(t0.dtype),
-                    search.reductions, policy_state)
+                    search.reductions, policy_state, *changes)
