@@ -18,6 +18,7 @@ excluded), rounds interleaved over the methods. Written to ``--out_dir``: demo.m
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Any, Dict, List
@@ -50,7 +51,10 @@ def methods_for(task: str) -> Dict[str, Any]:
           "Douglas-Rachford": DouglasRachford(), LEARNED: pretrained.solver(task)}
 
 
+@functools.lru_cache(maxsize=None)
 def label(name: str, task: str) -> str:
+  """The table / plot label (the shipped solver's, with its mode, budget and hand-off; its
+  files are read once per task)."""
   if name != LEARNED:
     return name
   from jsgp import pretrained  # pylint: disable=import-outside-toplevel

@@ -161,9 +161,9 @@ def main(argv):
   start = time.time()
   result = train_policy(config, images, checkpoint_dir=FLAGS.checkpoint_dir,
                         cache_dir=FLAGS.cache_dir, initial=initial)
+  budget, mode, handoff = solver_settings()
   manifest = dict(
-      task=FLAGS.task, policy_steps=solver_budget(), mode=solver_settings()[1],
-      handoff=solver_settings()[2], training=config.to_dict(),
+      task=FLAGS.task, policy_steps=budget, mode=mode, handoff=handoff, training=config.to_dict(),
       flags={name: FLAGS[name].value for name in RECORDED_FLAGS},
       data=described,
       trained_size=FLAGS.image_size, size_multiple=1, min_size=16,

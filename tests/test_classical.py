@@ -128,12 +128,14 @@ def test_sgp_feeds_barzilai_borwein_its_step_differences(variant):
       return self.bb.update(problem, state, x, grad)
 
   problem = problem_for("fourier")
-  fast = solve(SGP(BarzilaiBorwein(variant)), problem, max_iter=20, tol=-1)
-  kept = solve(SGP(KeepsPoints(BarzilaiBorwein(variant))), problem, max_iter=20, tol=-1)
+  fast = solve(SGP(BarzilaiBorwein(variant)), problem, max_iter=12, tol=-1)
+  kept = solve(SGP(KeepsPoints(BarzilaiBorwein(variant))), problem, max_iter=12, tol=-1)
   assert fast.state.policy_state.prev_x is None and fast.state.step_change is not None
   assert kept.state.step_change is None and kept.state.policy_state.prev_x is not None
-  np.testing.assert_allclose(fast.history.stepsize, kept.history.stepsize, rtol=1e-9)
-  np.testing.assert_allclose(fast.history.objective, kept.history.objective, rtol=1e-12)
+  # BB steps vary by O(1) from one iteration to the next here; 1e-6 only admits rounding.
+  assert np.ptp(np.asarray(kept.history.stepsize)) > 0.1 * float(kept.history.stepsize[0])
+  np.testing.assert_allclose(fast.history.stepsize, kept.history.stepsize, rtol=1e-6)
+  np.testing.assert_allclose(fast.history.objective, kept.history.objective, rtol=1e-6)
 
 
 def test_policies_share_one_protocol():

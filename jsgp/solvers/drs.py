@@ -33,7 +33,7 @@ the constant step 1/L) started at the current iterate, without an operator appli
 ``restart`` hook, ``jsgp.solvers.protocol``: ``DouglasRachford`` keeps the solves its state made at
 ``init`` and forms one synthesis). ``handoff=DouglasRachford()`` (safeguarded or relaxation mode;
 what ``jsgp.pretrained.solver`` runs on inpainting, partial Fourier and deblurring): a few policy
-steps give Douglas-Rachford a start from which it needs 1.15-1.4x fewer iterations to a 1e-3 gap
+steps give Douglas-Rachford a start from which it needs 1.15-1.5x fewer iterations to a 1e-3 gap
 on held-out inpainting images (about as many on partial Fourier; BUILD_NOTES.md, "Handing off to
 Douglas-Rachford").
 

@@ -62,12 +62,10 @@ class SGP:
     residual, grad, objective = problem.first_order(x0)
     t0 = (1.0 / problem.lipschitz).astype(jnp.real(objective).dtype)
     policy = policies.as_policy(self.policy)
-    if self._from_step:
-      zeros = jnp.zeros_like(x0)
-      return SGPState(x0, residual, grad, objective, t0, jnp.int32(0),
-                      policy.init_from_step(problem, x0, grad), zeros, jnp.zeros_like(grad))
+    start, changes = ((policy.init_from_step, (jnp.zeros_like(x0), jnp.zeros_like(grad)))
+                      if self._from_step else (policy.init, (None, None)))
     return SGPState(x0, residual, grad, objective, t0, jnp.int32(0),
-                    policy.init(problem, x0, grad))
+                    start(problem, x0, grad), *changes)
 
   @property
   def _from_step(self) -> bool:
