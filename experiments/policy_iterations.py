@@ -13,6 +13,13 @@ the held-out images are the benchmark's (``experiments.bench.measure.images_for`
 A candidate is a folder of policy files (``experiments.train_policy --out=<folder>/<task>``) or
 ``pretrained``, run with the DRS mode and budget its manifest records unless
 ``folder:mode:budget`` says otherwise.
+
+With ``--compare_to`` (default FISTA-b) it also prints the paper's NMSE tables (``--nmse_at``,
+NMSE against the ground truth after k iterations, median over images) and, per candidate and
+image, where it stands against that method at equal iterations k = 1 ... ``--max_iter``: the
+worst NMSE deficit (dB, > 0: behind somewhere), the iterations at which its gap is larger (both
+above ``experiments.bench.accuracy.EQUAL_FLOOR``, where float32 rounding decides), and NMSE at the first ``--nmse_at`` entry
+beside the method's at the last (the paper's Table 1: learned@20 against FISTA-b@100).
 """
 from __future__ import annotations
 
@@ -28,6 +35,10 @@ flags.DEFINE_list("gaps", ["1e-3", "1e-5"], "Relative gap targets.")
 flags.DEFINE_integer("size", 128, "Image side.")
 flags.DEFINE_integer("images", 3, "Held-out images per case.")
 flags.DEFINE_integer("max_iter", 2000, "Iterations per run.")
+flags.DEFINE_string("compare_to", "fista_b", "A classical method (experiments.methods registry name; "
+                    "run too when not in --classical) to compare the candidates with at equal "
+                    "iterations (empty: none).")
+flags.DEFINE_list("nmse_at", ["20", "100"], "Iterations k of the NMSE table (the paper's: 20, 100).")
 flags.DEFINE_string("data_dir", "../shared/data/bsds500", "BSDS500 directory.")
 flags.DEFINE_string("ct_dir", "../shared/data/ct/covid19_ny_sbu/png16", "CT slices directory.")
 flags.DEFINE_string("cache_dir", "out/cache/references", "Reference cache.")
@@ -36,15 +47,23 @@ def methods(task: str):
   from experiments import methods as registry  # pylint: disable=import-outside-toplevel
   from jsgp import pretrained  # pylint: disable=import-outside-toplevel
   registry.check_names("classical", FLAGS.classical, registry.ACCURACY_METHODS)
-  names, _ = registry.runnable_on(task, FLAGS.classical)
-  out = [("MFISTA" if m == "mfista" else registry.label(m), registry.REGISTRY[m].solver())
-         for m in names]
+  classical = list(FLAGS.classical)
+  if FLAGS.compare_to and FLAGS.compare_to not in classical:
+    registry.check_names("compare_to", [FLAGS.compare_to], registry.ACCURACY_METHODS)
+    classical.append(FLAGS.compare_to)
+  names, _ = registry.runnable_on(task, classical)
+  out = [(label(m), registry.REGISTRY[m].solver()) for m in names]
   for candidate in FLAGS.candidates:
     source, kwargs = pretrained.parse_spec(candidate)
     found = pretrained.solver_from(source, task, **kwargs)
     if found is not None:
       out.append(found)
   return out
+
+
+def label(name: str) -> str:
+  from experiments import methods as registry  # pylint: disable=import-outside-toplevel
+  return "MFISTA" if name == "mfista" else registry.label(name)
 
 
 def main(argv):
@@ -60,6 +79,9 @@ def main(argv):
   from jsgp.problems import Task, simulate  # pylint: disable=import-outside-toplevel
   from jsgp.solvers import solve  # pylint: disable=import-outside-toplevel
   targets = [float(g) for g in FLAGS.gaps]
+  nmse_at = [int(k) for k in FLAGS.nmse_at]
+  if any(k < 0 or k > FLAGS.max_iter for k in nmse_at):
+    raise app.UsageError(f"--nmse_at entries must lie in [0, --max_iter={FLAGS.max_iter}]")
   where = BenchConfig(data_dir=FLAGS.data_dir, ct_data_dir=FLAGS.ct_dir, size=FLAGS.size,
                       ct_size=FLAGS.size)
   for name in FLAGS.tasks:
@@ -71,20 +93,51 @@ def main(argv):
       task = Task(name, (FLAGS.size,) * 2, pattern="uniform",
                   **({"rate": rate} if rate is not None else {}))
       print(f"\n{name} rate {rate}: iterations to gap {FLAGS.gaps} per held-out image")
-      rows = {label: [] for label, _ in runs}
+      rows = {method_name: [] for method_name, _ in runs}
+      curves = {method_name: [] for method_name, _ in runs}  # per image: (nmse, gap)
       for i, image in enumerate(images):
         problem = simulate(task, jnp.asarray(image), jax.random.PRNGKey(i))
         ref = reference.reference(problem, dict(tool="policy_iterations", task=name, rate=rate,
                                                 size=FLAGS.size, image=i), FLAGS.cache_dir,
                                   1e-9, 30000)
-        for label, method in runs:
-          objective = np.asarray(solve(method, problem, max_iter=FLAGS.max_iter,
-                                       tol=-1).history.objective, np.float64)
+        for method_name, method in runs:
+          history = solve(method, problem, max_iter=FLAGS.max_iter, tol=-1,
+                          ground_truth=jnp.asarray(image)).history
+          objective = np.asarray(history.objective, np.float64)
           scale = objective[0] - ref.F if normalized else abs(ref.F)
           gap = (objective - ref.F) / scale
-          rows[label].append([first_reached(gap, target) for target in targets])
-      for label, its in rows.items():
-        print(f"  {label:60s} " + "  ".join("/".join(str(v) for v in per) for per in its))
+          rows[method_name].append([first_reached(gap, target) for target in targets])
+          curves[method_name].append((np.asarray(history.nmse, np.float64), gap))
+      for method_name, its in rows.items():
+        print(f"  {method_name:60s} " + "  ".join("/".join(str(v) for v in per) for per in its))
+      if FLAGS.compare_to:
+        equal_iterations(curves, label(FLAGS.compare_to), nmse_at)
+
+
+def equal_iterations(curves, reference_name, nmse_at):
+  """Prints the NMSE table and each candidate's standing against ``reference_name``."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from experiments.bench.accuracy import EQUAL_FLOOR, equal_iteration_standing  # pylint: disable=import-outside-toplevel
+  print(f"  NMSE (dB) after k = {', '.join(map(str, nmse_at))} iterations, median over images:")
+  for name, per_image in curves.items():
+    print(f"    {name:58s} " + "  ".join(
+        f"{np.median([nmse[k] for nmse, _ in per_image]):7.2f}" for k in nmse_at))
+  if reference_name not in curves:
+    print(f"  {reference_name} does not run on this task: no equal-iteration comparison")
+    return
+  reference = curves[reference_name]
+  first, last = nmse_at[0], nmse_at[-1]
+  print(f"  against {reference_name} at equal iterations, per image: worst NMSE deficit (dB, > 0: "
+        f"behind) @ the k where it is / iterations with a larger gap (both > {EQUAL_FLOOR:g}) / "
+        f"NMSE@{first} minus its NMSE@{last} (< 0: ahead)")
+  for name, per_image in curves.items():
+    if name == reference_name or not name.startswith("DRS"):
+      continue
+    cells = []
+    for (nmse, gap), (ref_nmse, ref_gap) in zip(per_image, reference):
+      worst, worst_k, behind = equal_iteration_standing(nmse, ref_nmse, gap, ref_gap)
+      cells.append(f"{worst:+.2f}@{worst_k}/{behind}/{nmse[first] - ref_nmse[last]:+.2f}")
+    print(f"    {name:58s} " + "  ".join(cells))
 
 
 if __name__ == "__main__":

@@ -85,11 +85,36 @@ def test_policy_iterations_prints_a_row_per_method(tmp_path):
        f"--cache_dir={tmp_path}", "--candidates=pretrained,pretrained:accelerated:10",
        "--classical=mfista,douglas_rachford"],
       cwd=ROOT, capture_output=True, text=True, timeout=600, check=True).stdout
-  rows = [line for line in out.splitlines() if line.startswith("  ")]
-  assert [row.split()[0] for row in rows] == ["MFISTA", "Douglas-Rachford", "DRS", "DRS"]
-  assert "safeguarded" in rows[2] and "H=3 -> DR" in rows[2]  # the manifest's
-  assert "accelerated" in rows[3] and "H=10 -> MFISTA" in rows[3]  # the spec's
+  lines = out.splitlines()
+  table = lines.index(next(line for line in lines if line.startswith("  NMSE (dB)")))
+  rows = [line for line in lines[:table] if line.startswith("  ")]
+  # --compare_to's default, FISTA-b, runs after the --classical methods
+  assert [row.split()[0] for row in rows] == ["MFISTA", "Douglas-Rachford", "FISTA-b", "DRS",
+                                              "DRS"]
+  assert "safeguarded" in rows[3] and "H=3 -> DR" in rows[3]  # the manifest's
+  assert "accelerated" in rows[4] and "H=10 -> MFISTA" in rows[4]  # the spec's
   assert all(row.split()[-1].split("/")[0].isdigit() for row in rows)  # 1e-3 reached in 1500
+  standing = [line for line in lines if line.startswith("    DRS")][-2:]  # one per candidate
+  assert len(standing) == 2 and all(
+      len(line.split()[-1].split("/")) == 3 and "@" in line for line in standing)
+
+
+def test_equal_iteration_standing_finds_where_a_candidate_is_behind():
+  """``equal_iteration_standing`` (``experiments.policy_iterations``' comparison): the worst NMSE deficit over k >= 1 (k = 0
+  and NaN entries ignored) and the iterations at which the candidate's gap is the larger one,
+  both gaps above the float32 floor."""
+  from experiments.bench.accuracy import EQUAL_FLOOR, equal_iteration_standing
+  nan = float("nan")
+  candidate_nmse = [0.0, -9.0, -12.0, -11.0, nan]
+  reference_nmse = [5.0, -3.0, -11.5, -12.0, -13.0]
+  candidate_gap = [1.0, 50.0, 1e-3, 0.1 * EQUAL_FLOOR, nan]
+  reference_gap = [1.0, 2.0, 1e-2, 0.5 * EQUAL_FLOOR, 1e-4]
+  worst, worst_k, behind = equal_iteration_standing(candidate_nmse, reference_nmse,
+                                                    candidate_gap, reference_gap)
+  assert (worst, worst_k) == (1.0, 3)  # -11 against -12
+  assert behind == 1  # k = 1 only; k = 3 is below the floor, k = 4 is NaN
+  assert equal_iteration_standing(reference_nmse, reference_nmse, reference_gap,
+                                  reference_gap) == (0.0, 1, 0)
 
 
 def test_train_policy_hidden_flag_sets_the_mlp_width_and_refuses_other_architectures():

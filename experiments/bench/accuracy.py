@@ -136,6 +136,33 @@ def first_reached(values: np.ndarray, threshold: float) -> Optional[int]:
   return int(hits[0]) if hits.size else None
 
 
+EQUAL_FLOOR = 1e-6  # gaps below this are float32 rounding, not progress: not compared
+
+
+def equal_iteration_standing(candidate_nmse, reference_nmse, candidate_gap, reference_gap):
+  """Where a candidate stands against a reference method at equal iterations k >= 1.
+
+  Args:
+    candidate_nmse, reference_nmse: NMSE (dB) after k = 0 ... K iterations, shape ``(K + 1,)``
+      (NaN after a run stopped).
+    candidate_gap, reference_gap: the relative objective gaps, same shape.
+
+  Returns:
+    ``(worst, worst_k, behind)``: ``max_k (candidate_nmse_k - reference_nmse_k)`` in dB over the
+    k where both are finite (> 0: the candidate's NMSE is worse there; NaN if there is none), the
+    k where it occurs (-1 if none), and the number of k at which the candidate's gap exceeds the
+    reference's while both exceed ``EQUAL_FLOOR``.
+  """
+  deficit = np.asarray(candidate_nmse, np.float64) - np.asarray(reference_nmse, np.float64)
+  deficit = np.where(np.isfinite(deficit), deficit, -np.inf)
+  deficit[0] = -np.inf  # k >= 1
+  worst_k = int(np.argmax(deficit)) if np.isfinite(deficit.max()) else -1
+  worst = float(deficit[worst_k]) if worst_k >= 0 else float("nan")
+  cand, ref = (np.asarray(g, np.float64)[1:] for g in (candidate_gap, reference_gap))
+  compared = (cand > EQUAL_FLOOR) & (ref > EQUAL_FLOOR)
+  return worst, worst_k, int(np.sum(compared & (cand > ref)))
+
+
 def target_values(cfg: BenchConfig) -> List[str]:
   return [gap_key(g) for g in cfg.gaps] + [nmse_key(cfg.tta_db)]
 
