@@ -80,6 +80,24 @@ def test_float32_douglas_rachford_reaches_the_float64_minimum_at_a_large_t(task)
   assert gap <= 1e-7, f"relative gap {gap:.2e}"
 
 
+def test_composite_decrease_does_not_cancel_two_l1_norms():
+  """SGP's and DRS's Armijo reference ``Delta = <grad, z> + g(x + z) - g(x)`` is summed entry by
+  entry: where every entry and partial sum is exact in float32 (dyadic values), it is exact
+  whatever the reduction order, while ``g(x + z) - g(x)`` formed from the two norms (each
+  ~lam 2^24.6 here, where float32's spacing is 2, against |Delta| ~ 1) is not."""
+  from jsgp.solvers.linesearch import composite_decrease
+  problem = problem_for("inpainting").replace(lam=jnp.asarray(0.5, jnp.float32))
+  rng = np.random.default_rng(0)
+  shape = problem.op.in_shape
+  x = np.full(shape, 8192.0) * rng.choice([-1.0, 1.0], shape)     # 2^13, both signs
+  z = rng.integers(-64, 65, shape) / 1024.0                         # k 2^-10, |z| < |x|
+  grad = rng.integers(-8, 9, shape) / 16.0                          # j 2^-4
+  exact = float(np.sum(grad * z) + 0.5 * np.sum(np.sign(x) * z))  # float64: exact here
+  x32, z32, grad32 = (jnp.asarray(a, jnp.float32) for a in (x, z, grad))  # x + z: 23 bits
+  assert x.size == 56 * 56  # the 32 px canvas: each l1 norm 0.5 * 3136 * 2^13 ~ 2^23.6
+  assert float(composite_decrease(problem, x32, grad32, z32)) == exact
+
+
 def test_monotone_fista_never_increases_and_holds_rejected_proposals():
   problem = problem_for("fourier")
   result = solve(FISTA(max_backtracks=0, monotone=True), problem, max_iter=300, tol=-1)

@@ -25,7 +25,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jsgp.operators import sum_squares, vdot_real
+from jsgp.operators import sum_squares
 
 
 class Backtrack(NamedTuple):
@@ -70,8 +70,16 @@ class LineSearchResult(NamedTuple):
 
 
 def composite_decrease(problem, x, grad, z) -> jax.Array:
-  """``Delta = <grad f(x), z> + g(x + z) - g(x)``: negative for a descent direction."""
-  return vdot_real(grad, z) + problem.g(x + z) - problem.g(x)
+  """``Delta = <grad f(x), z> + g(x + z) - g(x)``: negative for a descent direction.
+
+  Summed in one pass over the canvas, entry by entry
+  ``Re(conj(grad_i) z_i) + lam (|x_i + z_i| - |x_i|)`` (``g = lam ||.||_1``), so that the
+  rounding of two l1 norms, each of the size of ``F``, never cancels into ``Delta``, which
+  shrinks to ~``||z||^2 L`` near the minimiser (float32 SGP on partial Fourier at 128 px, k =
+  1000: relative error 7e-4 against 7.5e-2 for ``<grad, z> + g(x + z) - g(x)``;
+  ``experiments/results/classical_floor/sgp_ablation/delta_accuracy.txt``).
+  """
+  return jnp.sum(jnp.real(jnp.conj(grad) * z) + problem.lam * (jnp.abs(x + z) - jnp.abs(x)))
 
 
 def combine(residual, residual_full, gamma):
@@ -106,8 +114,7 @@ def armijo(problem, x, residual, objective, z, residual_full, delta, *, sufficie
     return jnp.isfinite(value) & (value <= objective + sufficient_decrease * gamma * delta)
 
   one = jnp.ones((), jnp.real(objective).dtype)
-  # The full step's value from r_full itself (not a combination with weight 0) and the same
-  # g(x + z) as composite_decrease forms, which XLA then computes once.
+  # The full step's value from r_full itself (not a combination with weight 0).
   full = 0.5 * sum_squares(residual_full) + problem.g(x + z)
   gamma, value, i = backtrack(trial, passes, one, lambda gamma: shrink * gamma, max_backtracks,
                               first=full)
