@@ -39,7 +39,8 @@ flags.DEFINE_integer("policy_steps", 10, "Policy iterations H the policy is trai
 flags.DEFINE_integer("solver_budget", None, "Policy iterations jsgp.pretrained.solver runs the "
                      "policy for (the manifest's policy_steps, DRS max_policy_steps); default "
                      "--policy_steps. Set by measurement: a policy may keep helping past its "
-                     "training horizon.", lower_bound=1)
+                     "training horizon; 0: the hand-off runs from the start (where no policy step "
+                     "pays for itself).", lower_bound=0)
 flags.DEFINE_enum("mode", "accelerated", ["safeguarded", "accelerated"],
                   "The DRS mode the policy is trained through.")
 flags.DEFINE_enum("solver_mode", None, ["safeguarded", "relaxation", "accelerated"],
@@ -123,7 +124,7 @@ def starting_policy(task: str, source, net):
 def solver_budget() -> int:
   """The budget written as the manifest's ``policy_steps`` (what ``jsgp.pretrained.solver`` runs):
   ``--solver_budget``, else the training horizon ``--policy_steps``."""
-  return FLAGS.solver_budget or FLAGS.policy_steps
+  return FLAGS.policy_steps if FLAGS.solver_budget is None else FLAGS.solver_budget
 
 
 def solver_settings():

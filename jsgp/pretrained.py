@@ -210,8 +210,8 @@ def policy(task: str):
   """The shipped policy of ``task`` (``"inpainting"``, ``"fourier"``, ``"deblur"``, ``"ct"``),
   a ``jsgp.policies.LearnedPolicy`` for ``jsgp.solvers.DRS``. It was trained for a DRS mode and
   budget; ``solver(task)`` runs it with the mode, budget and hand-off its manifest records
-  (``manifest(task)["mode"]``, ``["policy_steps"]``, ``["handoff"]``: on inpainting, partial
-  Fourier and deblurring a few safeguarded steps, then Douglas-Rachford); a DRS built by hand
+  (``manifest(task)["mode"]``, ``["policy_steps"]``, ``["handoff"]``: on inpainting and partial
+  Fourier a few safeguarded steps, then Douglas-Rachford; on deblurring none); a DRS built by hand
   should pass the same ``mode``, ``max_policy_steps`` and ``handoff`` (``handoff_method``).
 
   Args:
@@ -356,8 +356,9 @@ def solver_from(source: str, task: str, **kwargs):
 def solver(task: str, **kwargs):
   """``DRS`` with the shipped policy of ``task`` and the mode, policy budget and hand-off its
   manifest records (``kwargs`` go to ``DRS``): inpainting 3 safeguarded steps, partial Fourier 2,
-  deblurring 1, each then Douglas-Rachford; CT 60 steps in the accelerated mode, then monotone
-  FISTA.
+  each then Douglas-Rachford; deblurring Douglas-Rachford from the start (budget 0: a policy step
+  costs more than it saves where DR needs 3 iterations; ``max_policy_steps=1`` runs one); CT 60
+  steps in the accelerated mode, then monotone FISTA.
 
   Args:
     task: a task with a shipped policy (one of ``available()``).

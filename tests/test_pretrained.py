@@ -23,7 +23,8 @@ def test_every_task_has_a_shipped_policy_with_a_manifest():
   assert pretrained.available() == tuple(sorted(TASKS))
   for task in TASKS:
     record = pretrained.manifest(task)
-    assert record["task"] == task and record["policy_steps"] >= 1
+    # deblurring: 0, Douglas-Rachford from the start (no policy step pays for itself there)
+    assert record["task"] == task and record["policy_steps"] >= (task != "deblur")
     assert os.path.getsize(os.path.join(pretrained.DATA_DIR, task + ".msgpack")) == record["bytes"]
 
 
@@ -108,6 +109,8 @@ def test_shipped_policy_solves_are_monotone_and_converge(task):
   problem = simulate(Task(task, (48, 48), pattern="uniform", n_views=48), image,
                      jax.random.PRNGKey(1))
   method = pretrained.solver(task)
+  if method.max_policy_steps == 0:  # deblurring runs Douglas-Rachford alone: check its policy
+    method = pretrained.solver(task, max_policy_steps=1)
   result = solve(method, problem, max_iter=300, tol=-1)
   objective = np.asarray(result.history.objective)
   assert np.all(np.isfinite(objective))
@@ -122,14 +125,21 @@ def test_shipped_policy_solves_are_monotone_and_converge(task):
   assert objective[-1] - f_star <= 2 * (alone[-1] - f_star) + 1e-6 * start
 
 
-def test_the_inpainting_and_fourier_solvers_hand_off_to_douglas_rachford():
+def test_the_inpainting_fourier_and_deblur_solvers_hand_off_to_douglas_rachford():
   """What the manifests record and ``solver`` runs (BUILD_NOTES.md, "Handing off to
   Douglas-Rachford"); a spec or a mode of its own overrides it."""
   from jsgp.solvers import DouglasRachford  # pylint: disable=import-outside-toplevel
-  for task, budget in (("inpainting", 3), ("fourier", 2)):
+  for task, budget in (("inpainting", 3), ("fourier", 2), ("deblur", 0)):
     method = pretrained.solver(task)
     assert isinstance(method.handoff, DouglasRachford)
     assert (method.mode, method.max_policy_steps) == ("safeguarded", budget)
+  one_step = pretrained.solver("deblur", max_policy_steps=1)  # the policy stays usable
+  assert isinstance(one_step.handoff, DouglasRachford) and one_step.max_policy_steps == 1
+  image = jnp.asarray(load_images(None, "test", 32, n=1)[0], jnp.float64)
+  blurred = simulate(Task("deblur", (32, 32)), image, jax.random.PRNGKey(2))
+  shipped = solve(pretrained.solver("deblur"), blurred, max_iter=12, tol=-1).history.objective
+  alone = solve(DouglasRachford(), blurred, max_iter=12, tol=-1).history.objective
+  np.testing.assert_allclose(shipped, alone, rtol=1e-9)  # Douglas-Rachford's own iterates
   assert pretrained.handoff_label(pretrained.solver("ct")) == "MFISTA"
   accelerated = pretrained.solver("inpainting", mode="accelerated", max_policy_steps=10)
   assert pretrained.handoff_label(accelerated) == "MFISTA"  # the only hand-off it takes

@@ -24,7 +24,7 @@ nog = lambda problem, x, grad, z: vdot_real(grad, z)  # only the linear part
 iters = 100; jobs = {}
 c, _ = compile_fn(floor_fn(iters), problem, x0); jobs["floor"] = (c, (problem, x0))
 m = FISTA(max_backtracks=0); c, _ = compile_fn(solve_fn(iters), m, problem, x0); jobs["fista"] = (c, (m, problem, x0))
-for label, cd in [("const", orig), ("const_zz", zz), ("const_lin", nog)]:
+for label, cd in [("const", orig), ("const_zz", zz), ("const_lin", nog), ("const_fused", shipped)]:
   sgpmod.composite_decrease = cd
   m = SGP(policy=policies.ConstantPolicy())
   c, _ = compile_fn(solve_fn(iters), m, problem, x0); jobs[label] = (c, (m, problem, x0))
