@@ -121,9 +121,14 @@ class BarzilaiBorwein:
     first step): a caller that forms them fresh (``SGP``) spares the state two canvases that
     every iteration would copy. Returns ``(step, state)``; ``prev_x`` / ``prev_grad`` are left
     as they are."""
+    return self.update_from_products(problem, state, vdot_real(s, s), vdot_real(s, w),
+                                     vdot_real(w, w))
+
+  def update_from_products(self, problem, state: BBState, ss, sw, ww):
+    """``update_from_step`` from the inner products ``<s, s>``, ``<s, w>``, ``<w, w>``
+    (scalars) alone."""
     t0 = (1.0 / problem.lipschitz).astype(state.step.dtype)
     t_min, t_max = self.t_min_factor * t0, self.t_max_factor * t0
-    ss, sw, ww = vdot_real(s, s), vdot_real(s, w), vdot_real(w, w)
     curved = sw > 0
     bb1 = jnp.where(curved, ss / jnp.where(curved, sw, 1.0), t_max)
     bb2 = jnp.where(curved, sw / jnp.maximum(ww, jnp.finfo(t0.dtype).tiny), t_max)

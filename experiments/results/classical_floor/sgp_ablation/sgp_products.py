@@ -6,26 +6,6 @@ from jsgp.operators import vdot_real, sum_squares
 from jsgp.solvers import SGP
 from jsgp.solvers.linesearch import backtrack, combine
 
-def bb_products(self, problem, state, ss, sw, ww):
-    t0 = (1.0 / problem.lipschitz).astype(state.step.dtype)
-    t_min, t_max = self.t_min_factor * t0, self.t_max_factor * t0
-    curved = sw > 0
-    bb1 = jnp.where(curved, ss / jnp.where(curved, sw, 1.0), t_max)
-    bb2 = jnp.where(curved, sw / jnp.maximum(ww, jnp.finfo(t0.dtype).tiny), t_max)
-    bb1 = jnp.clip(jnp.nan_to_num(bb1, nan=t_max), t_min, t_max)
-    bb2 = jnp.clip(jnp.nan_to_num(bb2, nan=t_max), t_min, t_max)
-    memory, tau = state.memory, state.tau
-    memory = jnp.roll(memory, 1).at[0].set(bb2)
-    use_bb2 = bb2 / bb1 < tau
-    step = jnp.where(use_bb2, jnp.min(memory), bb1)
-    tau = jnp.where(use_bb2, 0.9 * tau, 1.1 * tau)
-    moved = state.started & (ss > 0)
-    first = ~state.started
-    step = jnp.where(moved, step, jnp.where(first, t0, state.step))
-    keep = lambda new, old: jnp.where(moved, new, old)
-    return step, state._replace(step=step, memory=keep(memory, state.memory),
-                                tau=keep(tau, state.tau), started=jnp.bool_(True))
-
 class S2(NamedTuple):
   x: Any; residual: Any; grad: Any; objective: Any; stepsize: Any; backtracks: Any
   policy_state: Any; products: Any; reg: Any
@@ -40,7 +20,7 @@ class SGP2(SGP):
     return S2(x0, residual, grad, objective, t0, jnp.int32(0),
               self.policy.init_from_step(problem, x0, grad), (z, z, z), problem.g(x0))
   def step(self, problem, state):
-    d, policy_state = bb_products(self.policy, problem, state.policy_state, *state.products)
+    d, policy_state = self.policy.update_from_products(problem, state.policy_state, *state.products)
     t0 = (1.0 / problem.lipschitz).astype(state.stepsize.dtype)
     d = jnp.where(jnp.isfinite(d) & (d > 0), d, t0).astype(state.x.dtype)
     x = state.x
