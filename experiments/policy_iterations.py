@@ -18,8 +18,9 @@ With ``--compare_to`` (default FISTA-b) it also prints the paper's NMSE tables (
 NMSE against the ground truth after k iterations, median over images) and, per candidate and
 image, where it stands against that method at equal iterations k = 1 ... ``--max_iter``: the
 worst NMSE deficit (dB, > 0: behind somewhere), the iterations at which its gap is larger (both
-above ``experiments.bench.accuracy.EQUAL_FLOOR``, where float32 rounding decides), and NMSE at the first ``--nmse_at`` entry
-beside the method's at the last (the paper's Table 1: learned@20 against FISTA-b@100).
+above ``experiments.bench.accuracy.EQUAL_FLOOR``, below which float32 rounding decides), and its
+NMSE at the first ``--nmse_at`` entry beside the method's at the last (the paper's Table 1:
+learned@20 against FISTA-b@100).
 """
 from __future__ import annotations
 
@@ -35,15 +36,19 @@ flags.DEFINE_list("gaps", ["1e-3", "1e-5"], "Relative gap targets.")
 flags.DEFINE_integer("size", 128, "Image side.")
 flags.DEFINE_integer("images", 3, "Held-out images per case.")
 flags.DEFINE_integer("max_iter", 2000, "Iterations per run.")
-flags.DEFINE_string("compare_to", "fista_b", "A classical method (experiments.methods registry name; "
-                    "run too when not in --classical) to compare the candidates with at equal "
-                    "iterations (empty: none).")
-flags.DEFINE_list("nmse_at", ["20", "100"], "Iterations k of the NMSE table (the paper's: 20, 100).")
+flags.DEFINE_string("compare_to", "fista_b", "A classical method (experiments.methods registry "
+                    "name; run too when not in --classical) to compare the candidates with at "
+                    "equal iterations (empty: none).")
+flags.DEFINE_list("nmse_at", ["20", "100"], "Iterations k of the NMSE table (the paper's: 20, "
+                  "100).")
 flags.DEFINE_string("data_dir", "../shared/data/bsds500", "BSDS500 directory.")
 flags.DEFINE_string("ct_dir", "../shared/data/ct/covid19_ny_sbu/png16", "CT slices directory.")
 flags.DEFINE_string("cache_dir", "out/cache/references", "Reference cache.")
 
 def methods(task: str):
+  """``(classical, candidates)``: lists of ``(label, method)`` for ``task``, the classical ones
+  (``--classical``, then ``--compare_to``) that run on it and the candidates that have a policy
+  for it."""
   from experiments import methods as registry  # pylint: disable=import-outside-toplevel
   from jsgp import pretrained  # pylint: disable=import-outside-toplevel
   registry.check_names("classical", FLAGS.classical, registry.ACCURACY_METHODS)
@@ -52,13 +57,14 @@ def methods(task: str):
     registry.check_names("compare_to", [FLAGS.compare_to], registry.ACCURACY_METHODS)
     classical.append(FLAGS.compare_to)
   names, _ = registry.runnable_on(task, classical)
-  out = [(label(m), registry.REGISTRY[m].solver()) for m in names]
+  classical_runs = [(label(m), registry.REGISTRY[m].solver()) for m in names]
+  candidates = []
   for candidate in FLAGS.candidates:
     source, kwargs = pretrained.parse_spec(candidate)
     found = pretrained.solver_from(source, task, **kwargs)
     if found is not None:
-      out.append(found)
-  return out
+      candidates.append(found)
+  return classical_runs, candidates
 
 
 def label(name: str) -> str:
@@ -80,15 +86,17 @@ def main(argv):
   from jsgp.solvers import solve  # pylint: disable=import-outside-toplevel
   targets = [float(g) for g in FLAGS.gaps]
   nmse_at = [int(k) for k in FLAGS.nmse_at]
-  if any(k < 0 or k > FLAGS.max_iter for k in nmse_at):
-    raise app.UsageError(f"--nmse_at entries must lie in [0, --max_iter={FLAGS.max_iter}]")
+  if not nmse_at or any(k < 0 or k > FLAGS.max_iter for k in nmse_at):
+    raise app.UsageError(f"--nmse_at needs entries in [0, --max_iter={FLAGS.max_iter}], got "
+                         f"{FLAGS.nmse_at}")
   where = BenchConfig(data_dir=FLAGS.data_dir, ct_data_dir=FLAGS.ct_dir, size=FLAGS.size,
                       ct_size=FLAGS.size)
   for name in FLAGS.tasks:
     normalized = name in NORMALIZED_GAP_TASKS
     images = images_for(name, where, FLAGS.images, [], held_out=True)[:FLAGS.images]
     rates = [float(r) for r in FLAGS.rates] if name in ("inpainting", "fourier") else [None]
-    runs = methods(name)
+    classical_runs, candidates = methods(name)
+    runs = classical_runs + candidates
     for rate in rates:
       task = Task(name, (FLAGS.size,) * 2, pattern="uniform",
                   **({"rate": rate} if rate is not None else {}))
@@ -111,11 +119,12 @@ def main(argv):
       for method_name, its in rows.items():
         print(f"  {method_name:60s} " + "  ".join("/".join(str(v) for v in per) for per in its))
       if FLAGS.compare_to:
-        equal_iterations(curves, label(FLAGS.compare_to), nmse_at)
+        equal_iterations(curves, label(FLAGS.compare_to), [c for c, _ in candidates], nmse_at)
 
 
-def equal_iterations(curves, reference_name, nmse_at):
-  """Prints the NMSE table and each candidate's standing against ``reference_name``."""
+def equal_iterations(curves, reference_name, candidates, nmse_at):
+  """Prints the NMSE table of every method in ``curves`` (label -> per image ``(nmse, gap)``)
+  and the standing of each of ``candidates`` (labels) against ``reference_name``."""
   import numpy as np  # pylint: disable=import-outside-toplevel
   from experiments.bench.accuracy import EQUAL_FLOOR, equal_iteration_standing  # pylint: disable=import-outside-toplevel
   print(f"  NMSE (dB) after k = {', '.join(map(str, nmse_at))} iterations, median over images:")
@@ -130,11 +139,9 @@ def equal_iterations(curves, reference_name, nmse_at):
   print(f"  against {reference_name} at equal iterations, per image: worst NMSE deficit (dB, > 0: "
         f"behind) @ the k where it is / iterations with a larger gap (both > {EQUAL_FLOOR:g}) / "
         f"NMSE@{first} minus its NMSE@{last} (< 0: ahead)")
-  for name, per_image in curves.items():
-    if name == reference_name or not name.startswith("DRS"):
-      continue
+  for name in candidates:
     cells = []
-    for (nmse, gap), (ref_nmse, ref_gap) in zip(per_image, reference):
+    for (nmse, gap), (ref_nmse, ref_gap) in zip(curves[name], reference):
       worst, worst_k, behind = equal_iteration_standing(nmse, ref_nmse, gap, ref_gap)
       cells.append(f"{worst:+.2f}@{worst_k}/{behind}/{nmse[first] - ref_nmse[last]:+.2f}")
     print(f"    {name:58s} " + "  ".join(cells))

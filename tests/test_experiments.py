@@ -100,9 +100,9 @@ def test_policy_iterations_prints_a_row_per_method(tmp_path):
 
 
 def test_equal_iteration_standing_finds_where_a_candidate_is_behind():
-  """``equal_iteration_standing`` (``experiments.policy_iterations``' comparison): the worst NMSE deficit over k >= 1 (k = 0
-  and NaN entries ignored) and the iterations at which the candidate's gap is the larger one,
-  both gaps above the float32 floor."""
+  """``equal_iteration_standing`` (``experiments.policy_iterations``' comparison): the worst NMSE
+  deficit over k >= 1 (k = 0 and NaN entries ignored), where it is, and the iterations at which
+  the candidate's gap is the larger one, both gaps above the float32 floor."""
   from experiments.bench.accuracy import EQUAL_FLOOR, equal_iteration_standing
   nan = float("nan")
   candidate_nmse = [0.0, -9.0, -12.0, -11.0, nan]
