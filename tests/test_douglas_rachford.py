@@ -164,3 +164,26 @@ def test_restart_is_a_warm_start_that_keeps_the_solves():
   for name, a, b in zip(fresh._fields, again, fresh):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12,
                                err_msg=name)
+
+
+@pytest.mark.parametrize("task", ["inpainting", "fourier", "deblur"])
+def test_the_cold_start_is_the_prox_of_f_at_x0(task):
+  """``init`` starts at ``z_0 = prox_{t f}(x_0)``: ``(I + t A^T A) z_0 = x_0 + t A^T y`` (float64),
+  ``z_0 = c`` from ``x_0 = 0``, so the first iterate is not ``x_0`` again; ``warm_start`` keeps
+  ``z_0 = x_0``."""
+  problem = simulate(Task(task, SHAPE, rate=0.5, lam=0.1), camera_image(SHAPE),
+                     jax.random.PRNGKey(5))
+  method = DouglasRachford()
+  x0 = problem.synthesis.adjoint(problem.initial_image())
+  state = method.init(problem, x0)
+  t = state.stepsize
+  normal = lambda v: v + t * problem.op.adjoint(problem.op.apply(v))
+  rhs = x0 + t * problem.op.adjoint(problem.y)
+  np.testing.assert_allclose(normal(state.z), rhs, atol=1e-9 * float(jnp.max(jnp.abs(rhs))))
+  np.testing.assert_allclose(state.z_image, problem.image(state.z), atol=1e-9 * 255)
+  cold = method.init(problem, problem.zeros())
+  np.testing.assert_allclose(cold.z, cold.offset, rtol=0, atol=0)
+  first = method.step(problem, cold)
+  assert float(jnp.max(jnp.abs(first.x))) > 0 and not bool(first.held)
+  warm = method.warm_start(problem, x0, problem.residual(x0), None, problem.objective(x0))
+  np.testing.assert_allclose(warm.z, x0, rtol=0, atol=0)

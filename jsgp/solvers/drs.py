@@ -177,8 +177,16 @@ class DRS:
             else None)
     return DRSState(x0, residual, objective, (1.0 / problem.lipschitz).astype(dtype), zero,
                     jnp.ones((), dtype), jnp.bool_(on), jnp.zeros((), dtype), zero, zero,
-                    jnp.bool_(False), policy.init(problem, x0, grad),
-                    warm_start(self.handoff, problem, x0, residual, grad, objective))
+                    jnp.bool_(False), policy.init(problem, x0, grad), self._tail_start(
+                        problem, x0, residual, grad, objective))
+
+  def _tail_start(self, problem, x0, residual, grad, objective):
+    """The hand-off's state at ``x0``: its own cold start (``init``) when no policy step can come
+    first (``max_policy_steps=0``: DRS is then its hand-off method), else its warm start (it is
+    restarted where the policy phase ends)."""
+    if self.max_policy_steps == 0:
+      return self.handoff.init(problem, x0)
+    return warm_start(self.handoff, problem, x0, residual, grad, objective)
 
   def step(self, problem, state: DRSState) -> DRSState:
     policy_step = {"safeguarded": self._safeguarded_step, "relaxation": self._relaxation_step,
