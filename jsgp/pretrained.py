@@ -210,8 +210,8 @@ def policy(task: str):
   """The shipped policy of ``task`` (``"inpainting"``, ``"fourier"``, ``"deblur"``, ``"ct"``),
   a ``jsgp.policies.LearnedPolicy`` for ``jsgp.solvers.DRS``. It was trained for a DRS mode and
   budget; ``solver(task)`` runs it with the mode, budget and hand-off its manifest records
-  (``manifest(task)["mode"]``, ``["policy_steps"]``, ``["handoff"]``: on inpainting and partial
-  Fourier a few safeguarded steps, then Douglas-Rachford; on deblurring none); a DRS built by hand
+  (``manifest(task)["mode"]``, ``["policy_steps"]``, ``["handoff"]``: on inpainting 3
+  safeguarded steps, then Douglas-Rachford; on partial Fourier and deblurring none); a DRS built by hand
   should pass the same ``mode``, ``max_policy_steps`` and ``handoff`` (``handoff_method``).
 
   Args:
@@ -355,10 +355,10 @@ def solver_from(source: str, task: str, **kwargs):
 
 def solver(task: str, **kwargs):
   """``DRS`` with the shipped policy of ``task`` and the mode, policy budget and hand-off its
-  manifest records (``kwargs`` go to ``DRS``): inpainting 3 safeguarded steps, partial Fourier 2,
-  each then Douglas-Rachford; deblurring Douglas-Rachford from the start (budget 0: a policy step
-  costs more than it saves where DR needs 3 iterations; ``max_policy_steps=1`` runs one); CT 60
-  steps in the accelerated mode, then monotone FISTA.
+  manifest records (``kwargs`` go to ``DRS``): inpainting 3 safeguarded steps, then
+  Douglas-Rachford; partial Fourier and deblurring Douglas-Rachford from the start (budget 0: since
+  its cold start no policy step pays for itself there; ``max_policy_steps=2`` / ``1`` runs the
+  policy); CT 60 steps in the accelerated mode, then monotone FISTA.
 
   Args:
     task: a task with a shipped policy (one of ``available()``).

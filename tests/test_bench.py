@@ -84,15 +84,16 @@ def test_bench_main_tiny(tmp_path):
 def test_bench_accuracy_tiny(tmp_path):
   """--mode=accuracy on 32 px Fourier problems: structure and invariants, no timing claims."""
   out_dir = str(tmp_path / "tta")
-  # A second policy source (a copy of the shipped Fourier policy), run with its manifest's own
-  # mode, budget and hand-off spelled out (``source:mode:budget:handoff``).
+  # A second policy source (a copy of the shipped Fourier policy), with mode, budget and hand-off
+  # spelled out (``source:mode:budget:handoff``), beside the shipped one at the same budget (its
+  # manifest's own is 0: Douglas-Rachford alone).
   mine = tmp_path / "mine"
   mine.mkdir()
   for ext in (".json", ".msgpack"):
     shutil.copy(os.path.join(ROOT, "jsgp", "pretrained_data", "fourier" + ext), mine)
   argv = ["--mode=accuracy", "--size=32", "--tasks=fourier", "--images=1", "--tta_iters=200",
           "--repeats=5", "--gaps=1e-2,1e-4", "--accuracy_methods=pgm,fista_b", "--peers",
-          f"--policy=pretrained,{mine}:safeguarded:2:douglas_rachford",
+          f"--policy=pretrained:safeguarded:2,{mine}:safeguarded:2:douglas_rachford",
           "--scico_python=/nonexistent/python", f"--out_dir={out_dir}"]
   proc = subprocess.run([sys.executable, "-m", "experiments.bench", *argv], cwd=ROOT,
                         capture_output=True, text=True, timeout=600)

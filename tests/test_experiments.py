@@ -257,4 +257,4 @@ def test_make_demo_runs_the_shipped_policies_and_writes_its_tables_and_figures(t
     assert entry["verified_gap"]["1e-03"] < 1e-2, name  # the same iterate, rounded differently
   for png in ("gap_fourier.png", "images_fourier.png"):
     assert os.path.getsize(tmp_path / png) > 1000
-  assert "(pretrained, H=2 -> DR)" in (tmp_path / "demo.md").read_text()  # the shipped solver
+  assert "(pretrained, H=0 -> DR)" in (tmp_path / "demo.md").read_text()  # the shipped solver

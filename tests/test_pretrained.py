@@ -23,8 +23,8 @@ def test_every_task_has_a_shipped_policy_with_a_manifest():
   assert pretrained.available() == tuple(sorted(TASKS))
   for task in TASKS:
     record = pretrained.manifest(task)
-    # deblurring: 0, Douglas-Rachford from the start (no policy step pays for itself there)
-    assert record["task"] == task and record["policy_steps"] >= (task != "deblur")
+    # Fourier and deblurring: 0, Douglas-Rachford from the start (no policy step pays there)
+    assert record["task"] == task and record["policy_steps"] >= (task in ("inpainting", "ct"))
     assert os.path.getsize(os.path.join(pretrained.DATA_DIR, task + ".msgpack")) == record["bytes"]
 
 
@@ -109,7 +109,7 @@ def test_shipped_policy_solves_are_monotone_and_converge(task):
   problem = simulate(Task(task, (48, 48), pattern="uniform", n_views=48), image,
                      jax.random.PRNGKey(1))
   method = pretrained.solver(task)
-  if method.max_policy_steps == 0:  # deblurring runs Douglas-Rachford alone: check its policy
+  if method.max_policy_steps == 0:  # Fourier, deblurring: Douglas-Rachford alone; check the policy
     method = pretrained.solver(task, max_policy_steps=1)
   result = solve(method, problem, max_iter=300, tol=-1)
   objective = np.asarray(result.history.objective)
@@ -125,16 +125,17 @@ def test_shipped_policy_solves_are_monotone_and_converge(task):
   assert objective[-1] - f_star <= 2 * (alone[-1] - f_star) + 1e-6 * start
 
 
-def test_the_inpainting_fourier_and_deblur_solvers_hand_off_to_douglas_rachford():
+def test_the_inpainting_fourier_and_deblur_solvers_run_douglas_rachford():
   """What the manifests record and ``solver`` runs (BUILD_NOTES.md, "Handing off to
   Douglas-Rachford"); a spec or a mode of its own overrides it."""
   from jsgp.solvers import DouglasRachford  # pylint: disable=import-outside-toplevel
-  for task, budget in (("inpainting", 3), ("fourier", 2), ("deblur", 0)):
+  for task, budget in (("inpainting", 3), ("fourier", 0), ("deblur", 0)):
     method = pretrained.solver(task)
     assert isinstance(method.handoff, DouglasRachford)
     assert (method.mode, method.max_policy_steps) == ("safeguarded", budget)
-  one_step = pretrained.solver("deblur", max_policy_steps=1)  # the policy stays usable
-  assert isinstance(one_step.handoff, DouglasRachford) and one_step.max_policy_steps == 1
+  for task in ("fourier", "deblur"):  # Douglas-Rachford alone by default; the policy stays usable
+    one_step = pretrained.solver(task, max_policy_steps=1)
+    assert isinstance(one_step.handoff, DouglasRachford) and one_step.max_policy_steps == 1
   image = jnp.asarray(load_images(None, "test", 32, n=1)[0], jnp.float64)
   blurred = simulate(Task("deblur", (32, 32)), image, jax.random.PRNGKey(2))
   shipped = solve(pretrained.solver("deblur"), blurred, max_iter=12, tol=-1).history.objective
@@ -144,7 +145,7 @@ def test_the_inpainting_fourier_and_deblur_solvers_hand_off_to_douglas_rachford(
   accelerated = pretrained.solver("inpainting", mode="accelerated", max_policy_steps=10)
   assert pretrained.handoff_label(accelerated) == "MFISTA"  # the only hand-off it takes
   label, _ = pretrained.solver_from("pretrained", "fourier")
-  assert label.endswith("(pretrained, H=2 -> DR)")
+  assert label.endswith("(pretrained, H=0 -> DR)")
   image = jnp.asarray(load_images(None, "test", 32, n=1)[0])
   ct = simulate(Task("ct", (32, 32), n_views=32), image, jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match="no normal_solve.*DRS's hand-off"):

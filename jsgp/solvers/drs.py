@@ -106,7 +106,8 @@ class DRS:
     handoff: the tail method (any ``init``/``step`` method of ``jsgp.solvers``).
     max_policy_steps: the budget of policy iterations (a non-negative integer; ``None``: no
       budget). The trained policies reach their best point in a few steps; pass the budget
-      they were trained for (``jsgp.pretrained`` policies say theirs).
+      they were trained for (``jsgp.pretrained`` policies say theirs). ``0``: DRS is its
+      hand-off method, started by its own ``init`` and stepped without a branch.
     trust_radius: a policy step is at most this many times as long as the PGM step at the same
       point (it is shortened, not rejected).
     alpha, eta1: relaxation mode (the paper's names; it gives no values): ``alpha = 0.5``;
@@ -165,8 +166,12 @@ class DRS:
     return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), on, off)
 
   def init(self, problem, x0) -> DRSState:
-    residual = problem.residual(x0)
-    objective = problem.f_from_residual(residual) + problem.g(x0)
+    if self.max_policy_steps == 0:  # no policy step can come: DRS is its hand-off method
+      tail = self.handoff.init(problem, x0)
+      residual, objective = tail.residual, tail.objective
+    else:
+      residual = problem.residual(x0)
+      objective = problem.f_from_residual(residual) + problem.g(x0)
     dtype = jnp.real(objective).dtype
     on = self.max_policy_steps is None or self.max_policy_steps > 0
     zero = jnp.int32(0)
@@ -177,18 +182,13 @@ class DRS:
             else None)
     return DRSState(x0, residual, objective, (1.0 / problem.lipschitz).astype(dtype), zero,
                     jnp.ones((), dtype), jnp.bool_(on), jnp.zeros((), dtype), zero, zero,
-                    jnp.bool_(False), policy.init(problem, x0, grad), self._tail_start(
-                        problem, x0, residual, grad, objective))
-
-  def _tail_start(self, problem, x0, residual, grad, objective):
-    """The hand-off's state at ``x0``: its own cold start (``init``) when no policy step can come
-    first (``max_policy_steps=0``: DRS is then its hand-off method), else its warm start (it is
-    restarted where the policy phase ends)."""
-    if self.max_policy_steps == 0:
-      return self.handoff.init(problem, x0)
-    return warm_start(self.handoff, problem, x0, residual, grad, objective)
+                    jnp.bool_(False), policy.init(problem, x0, grad),
+                    tail if self.max_policy_steps == 0 else warm_start(
+                        self.handoff, problem, x0, residual, grad, objective))
 
   def step(self, problem, state: DRSState) -> DRSState:
+    if self.max_policy_steps == 0:  # the hand-off's own iteration, without a branch
+      return self._tail_step(problem, state)
     policy_step = {"safeguarded": self._safeguarded_step, "relaxation": self._relaxation_step,
                    "accelerated": self._accelerated_step}[self.mode]
     return self._cond(state.use_policy, policy_step, self._tail_step, problem, state)
