@@ -8,7 +8,8 @@ samples that no shipped policy trained on), every method solves the same problem
 FISTA-b, FISTA with the constant step 1/L, monotone FISTA (DRS's hand-off method),
 Douglas-Rachford (the fastest classical method measured on these two tasks) and the task's
 pretrained solver (``jsgp.pretrained.solver``: DRS with the shipped policy on inpainting;
-Douglas-Rachford alone on partial Fourier, where no policy step pays for itself). Printed: iterations and wall seconds to relative gaps
+Douglas-Rachford alone on partial Fourier, where no policy step pays for itself). Printed:
+iterations and wall seconds to relative gaps
 ``(F_k - F*) / F*`` of 1e-3 and 1e-5 (``F*`` from a float64 FISTA-with-restart run to a
 fixed-point residual of 1e-10), the ratio to the learned method's seconds, and NMSE at k = 5, 10,
 20, 50, 100. Seconds: the median of ``--repeats`` runs of exactly ``k`` iterations (one compiled

@@ -211,8 +211,9 @@ def policy(task: str):
   a ``jsgp.policies.LearnedPolicy`` for ``jsgp.solvers.DRS``. It was trained for a DRS mode and
   budget; ``solver(task)`` runs it with the mode, budget and hand-off its manifest records
   (``manifest(task)["mode"]``, ``["policy_steps"]``, ``["handoff"]``: on inpainting 3
-  safeguarded steps, then Douglas-Rachford; on partial Fourier and deblurring none); a DRS built by hand
-  should pass the same ``mode``, ``max_policy_steps`` and ``handoff`` (``handoff_method``).
+  safeguarded steps, then Douglas-Rachford; on partial Fourier and deblurring none); a DRS built
+  by hand should pass the same ``mode``, ``max_policy_steps`` and ``handoff``
+  (``handoff_method``).
 
   Args:
     task: a task with a shipped policy (one of ``available()``).

@@ -69,6 +69,11 @@ class L1Problem:
   def g(self, x: jax.Array) -> jax.Array:
     return self.lam * jnp.sum(jnp.abs(x))
 
+  def g_change(self, x: jax.Array, z: jax.Array) -> jax.Array:
+    """``g(x + z) - g(x)`` entry by entry (canvas shape; ``g`` is its sum): differences of
+    entries, never of two norms of the size of ``F``."""
+    return self.lam * (jnp.abs(x + z) - jnp.abs(x))
+
   def objective(self, x: jax.Array) -> jax.Array:
     return self.f(x) + self.g(x)
 

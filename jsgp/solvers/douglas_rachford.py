@@ -137,8 +137,8 @@ class DouglasRachford:
     the first iteration thresholds a data-consistent point, ``x_1 = prox_{t g}(prox_{t f}(x_0))``.
     From ``x_0 = 0`` (no solve then) ``z_0 = c``, the regularised least-squares estimate; with
     ``z_0 = x_0 = 0`` the first iteration would return ``x_1 = 0`` again. Measured on held-out
-    128 px problems: one iteration fewer to 1e-3 and 1e-5 on inpainting and partial Fourier
-    (-2 ... 0, one +3 in 36 counts), 2 / 3 -> 1 / 2 on deblurring (BUILD_NOTES.md). ``warm_start``
+    128 px problems: 0-2 iterations fewer to 1e-3 on inpainting and partial Fourier (-4 ... +3 to
+    1e-5, mostly -1), 2 / 3 -> 1 / 2 on deblurring (BUILD_NOTES.md). ``warm_start``
     and ``restart`` keep ``z_0 = x_0`` (a hand-off continues from the point it is handed)."""
     x0_image = problem.image(x0)
     residual = problem.measurement.apply(x0_image) - problem.y

@@ -32,19 +32,20 @@ iterations; then, for good, the iterations are those of ``handoff`` (default: mo
 the constant step 1/L) started at the current iterate, without an operator application (its
 ``restart`` hook, ``jsgp.solvers.protocol``: ``DouglasRachford`` keeps the solves its state made at
 ``init`` and forms one synthesis). ``handoff=DouglasRachford()`` (safeguarded or relaxation mode;
-what ``jsgp.pretrained.solver`` runs on inpainting, partial Fourier and deblurring): a few policy
-steps give Douglas-Rachford a start from which it needs 1.15-1.5x fewer iterations to a 1e-3 gap
-on held-out inpainting images (about as many on partial Fourier; BUILD_NOTES.md, "Handing off to
-Douglas-Rachford").
+what ``jsgp.pretrained.solver`` runs on inpainting): a few policy steps give Douglas-Rachford a
+start from which it needs 1.15-1.5x fewer iterations to a 1e-3 gap on held-out inpainting images
+(none fewer on partial Fourier, where the shipped solver is Douglas-Rachford alone;
+BUILD_NOTES.md, "Handing off to Douglas-Rachford"). ``max_policy_steps=0``: DRS is its hand-off
+method.
 
 Convergence, for ANY policy output: the policy phase is finite and monotone (every accepted point
 has ``F <= F(x_k)``; the fallback is a PGM step, which decreases F, or in the accelerated mode
 MFISTA's step, which never increases it), and the tail is a convergent method started from the
 current point (accelerated mode: FISTA continued from a finite state, whose O(1/k^2) bound holds
 with that state's energy as the constant; Douglas-Rachford from any start, its objective not
-monotone but ``||z_{k+1} - z_k||`` nonincreasing), so the whole sequence converges to a minimiser
-at the tail's rate. The damage a policy can do is bounded: PGM's map ``T`` is nonexpansive with fixed
-point ``x*``, so ``||z2|| <= 2 ||x - x*||`` and every policy step keeps
+monotone but ``||z_{k+1} - z_k||`` nonincreasing), so the whole sequence converges to a
+minimiser at the tail's rate. The damage a policy can do is bounded: PGM's map ``T`` is
+nonexpansive with fixed point ``x*``, so ``||z2|| <= 2 ||x - x*||`` and every policy step keeps
 ``||x_{k+1} - x*|| <= (1 + 2 trust_radius) ||x_k - x*||``; with the objective never rising, the
 tail starts from a point whose distance to ``x*`` is at most ``(1 + 2 trust_radius)^H`` times
 the start's (``H = max_policy_steps``) — in practice a rejected policy costs one iteration.

@@ -5,18 +5,14 @@ gamma = 1), only a data-dependent gamma (gamma_only: no delta). Run from the rep
   python experiments/results/classical_floor/sgp_ablation/line_search_parts.py inpainting
 """
 import sys, jax, jax.numpy as jnp
-from experiments.bench.config import BenchConfig
-from experiments.bench.measure import task_of, images_for
-from experiments.bench.timing import compile_fn, interleaved, solve_fn, floor_fn, median, paired_ratio
-from jsgp.problems import simulate
+import os; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import floor_jobs, report, speed_problem
+from experiments.bench.timing import compile_fn, paired_ratio, solve_fn
 from jsgp.solvers import SGP, FISTA
 from jsgp.solvers import sgp as sgpmod, linesearch
 from jsgp import policies
 name = sys.argv[1]
-cfg = BenchConfig(size=128); task = task_of(name, cfg)
-image = images_for(name, cfg, 1, [])[0]
-problem = simulate(task, jnp.asarray(image), jax.random.PRNGKey(0))
-x0 = jnp.zeros(problem.op.in_shape, image.dtype)
+problem, x0 = speed_problem(name)
 orig = linesearch.armijo
 def noarmijo(problem, x, residual, objective, z, residual_full, delta, **kw):
   one = jnp.ones((), objective.dtype)
@@ -35,8 +31,7 @@ def gamma_only(problem, x, residual, objective, z, residual_full, delta, **kw):
   ok = jnp.isfinite(full) & (full <= objective)
   return linesearch.LineSearchResult(jnp.where(ok, 1.0, 0.0).astype(objective.dtype), jnp.where(ok, full, objective), jnp.int32(0), ok)
 iters = 100
-jobs = {}
-c, _ = compile_fn(floor_fn(iters), problem, x0); jobs["floor"] = (c, (problem, x0))
+jobs = floor_jobs(problem, x0, iters)
 m = FISTA(max_backtracks=0); c, _ = compile_fn(solve_fn(iters), m, problem, x0); jobs["fista"] = (c, (m, problem, x0))
 for label, arm, kw in [("const", orig, {}), ("const_mb0", orig, dict(max_backtracks=0)), ("const_noloop", noloop, {}),
                        ("const_noarm", noarmijo, {}), ("const_delta_only", delta_only, {}), ("const_gamma_only", gamma_only, {})]:
@@ -44,6 +39,4 @@ for label, arm, kw in [("const", orig, {}), ("const_mb0", orig, dict(max_backtra
   m = SGP(policy=policies.ConstantPolicy(), **kw)
   c, _ = compile_fn(solve_fn(iters), m, problem, x0); jobs[label] = (c, (m, problem, x0))
 sgpmod.armijo = orig
-times, _ = interleaved(jobs, 60)
-for k in jobs:
-  print(k, f"{1e3*median(times[k])/iters:.3f} ms/it", f"x floor {paired_ratio(times[k], times['floor']):.3f}")
+times = report(jobs, 60, iters)
